@@ -1,0 +1,1 @@
+"""Magnet runtime: records, shard store, teachers, rate limits, scheduler, CLI."""
