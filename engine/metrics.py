@@ -49,7 +49,7 @@ METRICS = Metrics()
 
 
 def reset_metrics() -> Metrics:
-    """Start a fresh set of counters (a new run, or a test)."""
-    global METRICS
-    METRICS = Metrics()
+    """Zero the shared counters in place (a new run, or a test); importers keep a valid reference."""
+    for field, value in msgspec.structs.asdict(Metrics()).items():
+        setattr(METRICS, field, value)
     return METRICS
