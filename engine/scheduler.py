@@ -268,7 +268,7 @@ async def run_jobs(
         summary = _summary(runner, stage, started, total)
         try:
             store.flush()
-            store.write_manifest({"last_run": summary})
+            store.write_manifest({f"run_jobs:{stage}": summary})
         except Exception:
             if runner.fatal is None:
                 raise

@@ -1,0 +1,252 @@
+"""A ground-truth replay model: a Teacher that answers BFCL entries from BFCL's ground truth.
+
+It recognises the entry from the opening messages of the conversation (the same messages
+``runner.Conversation`` sends, so also over HTTP), and answers:
+- single-turn AST categories: the ground-truth calls, taking the first accepted value of each
+  parameter (an optional parameter whose first accepted value is "" is left out);
+- relevance: a call of the first function with placeholder values (any call is correct);
+- irrelevance, and a multi-turn step after its calls were executed: a text answer, no call;
+- multi-turn: turn t (= number of no-call answers so far) gets all ground-truth calls of turn t
+  at once, positional arguments turned into keywords by the API method's signature.
+Prompt mode writes calls as BFCL's Python list text; FC mode returns native tool calls with
+names converted as BFCL's ``convert_to_tool`` converts them ('.' -> '_').
+
+``serve_replay`` serves any such Teacher as an OpenAI-compatible chat endpoint on loopback
+(aiohttp, in its own thread and event loop, so synchronous clients such as BFCL's own
+handler can use it too).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from bench.bfcl.data import Dataset, category_of, is_multi_turn, is_relevance, language_of
+from bench.bfcl.runner import Conversation
+from bench.bfcl.scoring import api_classes
+from engine import wire
+from engine.errors import BadAnswer
+from engine.records import FunctionSpec, Message, ToolCall
+from engine.teacher import Completion, Usage
+
+NO_CALL_TEXT = "I have no more function calls to make."
+_PLACEHOLDER = {"string": "x", "integer": 1, "number": 1.0, "float": 1.0, "boolean": True, "array": [], "dict": {}, "object": {}}
+
+
+def _key(messages: list[Message]) -> str:
+    raw = orjson.dumps([[m.role, m.content or ""] for m in messages])
+    return hashlib.sha1(raw).hexdigest()
+
+
+def _first_accepted(options: list[Any], schema: dict[str, Any]) -> tuple[bool, Any]:
+    """(present, value) for a parameter: the first accepted value, nested dict answers resolved."""
+    for option in options:
+        if option == "":
+            continue
+        if isinstance(option, dict) and schema.get("type") == "dict":
+            return True, _pick_dict(option, schema.get("properties", {}))
+        if isinstance(option, list) and option and all(isinstance(o, dict) for o in option) and schema.get("items", {}).get("type") == "dict":
+            return True, [_pick_dict(o, schema["items"].get("properties", {})) for o in option]
+        return True, option
+    return False, None
+
+
+def _pick_dict(answer: dict[str, list[Any]], properties: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, options in answer.items():
+        present, value = _first_accepted(options if isinstance(options, list) else [options], properties.get(key, {}))
+        if present:
+            out[key] = value
+    return out
+
+
+def _ast_calls(entry: dict[str, Any], ground_truth: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    docs = {f["name"]: f for f in entry["function"]}
+    calls = []
+    for answer in ground_truth:
+        name, params = next(iter(answer.items()))
+        properties = docs.get(name, {}).get("parameters", {}).get("properties", {})
+        calls.append((name, _pick_dict(params, properties)))
+    return calls
+
+
+def _relevance_call(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    doc = entry["function"][0]
+    params = doc.get("parameters", {})
+    props = params.get("properties", {})
+    return [(doc["name"], {k: _PLACEHOLDER.get(props.get(k, {}).get("type", "string"), "x") for k in params.get("required", [])})]
+
+
+def _multi_turn_calls(entry: dict[str, Any], turn: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    methods = {}
+    for cls_name in entry["involved_classes"]:
+        cls = api_classes()[cls_name]
+        methods.update({n: f for n, f in inspect.getmembers(cls, inspect.isfunction) if not n.startswith("_")})
+    calls = []
+    for text in turn:
+        node = ast.parse(text, mode="eval").body
+        assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        args = [ast.literal_eval(a) for a in node.args]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+        bound = inspect.signature(methods[node.func.id]).bind(None, *args, **kwargs)  # None stands for self
+        calls.append((node.func.id, {k: v for k, v in list(bound.arguments.items())[1:]}))
+    return calls
+
+
+class ReplayTeacher:
+    """Answers from BFCL's ground truth; ``categories`` limits which entries it recognises."""
+
+    def __init__(self, dataset: Dataset, mode: str, *, categories: list[str] | None = None):
+        self.name = f"replay:{dataset.version}:{mode}"
+        self.mode = mode
+        self.language = "Python"
+        self.types: dict[tuple[str, str], str] = {}
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.ground_truth = dataset.ground_truth
+        self.openings: dict[str, list[str]] = {}
+        self.lengths: set[int] = set()
+        for entry in dataset.entries:
+            if categories is not None and category_of(entry["id"]) not in categories:
+                continue
+            convo = Conversation(entry, mode)
+            convo.add_user(convo.entry["question"][0])
+            self.entries[entry["id"]] = entry
+            self.openings.setdefault(_key(convo.messages), []).append(entry["id"])
+            self.lengths.add(len(convo.messages))
+
+    def identify(self, messages: list[Message]) -> dict[str, Any]:
+        for n in sorted(self.lengths, reverse=True):
+            ids = self.openings.get(_key(messages[:n])) if n <= len(messages) else None
+            if ids:
+                return self.entries[ids[0]]  # identical openings: the first entry (see module doc)
+        raise BadAnswer(f"replay: no BFCL entry opens with {wire.quote(messages[0].content or '') if messages else 'nothing'}")
+
+    def answer(self, entry: dict[str, Any], messages: list[Message]) -> list[tuple[str, dict[str, Any]]]:
+        category = category_of(entry["id"])
+        if is_multi_turn(category):
+            last = messages[-1]
+            executed = last.role == "tool" or (last.role == "user" and (last.content or "").startswith("[{'role': 'tool'"))
+            if executed:
+                return []
+            turn = sum(1 for m in messages if m.role == "assistant" and not m.tool_calls and m.content == NO_CALL_TEXT)
+            return _multi_turn_calls(entry, self.ground_truth[entry["id"]][turn])
+        if "irrelevance" in category:
+            return []
+        if is_relevance(category):
+            return _relevance_call(entry)
+        return _ast_calls(entry, self.ground_truth[entry["id"]])
+
+    def _message(self, calls: list[tuple[str, dict[str, Any]]]) -> Message:
+        if not calls:
+            return Message(role="assistant", content=NO_CALL_TEXT)
+        if self.mode == "fc":
+            return Message(role="assistant", tool_calls=[
+                ToolCall(name=name.replace(".", "_"), arguments=args, id=f"call_{i}") for i, (name, args) in enumerate(calls)
+            ])
+        text = ", ".join(f"{name}({self.arguments(name, args)})" for name, args in calls)
+        return Message(role="assistant", content=f"[{text}]")
+
+    def arguments(self, name: str, args: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={self.render(v, self.types.get((name, k), ''))}" for k, v in args.items())
+
+    def render(self, value: Any, declared: str) -> str:
+        """A value as source text of the entry's language: Python repr; for Java/JavaScript a
+        literal of the declared type (BFCL's ground truth holds non-string objects as source text)."""
+        if self.language == "Python":
+            return repr(value)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if self.language == "Java" and declared == "long" and isinstance(value, int):
+            return f"{value}L"
+        if self.language == "Java" and declared == "float" and isinstance(value, (int, float)):
+            return f"{value}f"
+        if isinstance(value, str) and declared.lower() not in ("string", "char", ""):
+            return value
+        return orjson.dumps(value).decode()
+
+    async def chat(self, messages: list[Message], tools: list[FunctionSpec] | None = None, *, tool_choice: Any = None,
+                   response_format: Any = None, temperature: float = 0.0, max_tokens: int = 512, seed: int | None = None) -> Completion:
+        entry = self.identify(messages)
+        self.language = language_of(category_of(entry["id"]))
+        self.types = {(f["name"], p): spec.get("type", "") for f in entry["function"]
+                      for p, spec in f.get("parameters", {}).get("properties", {}).items()}
+        message = self._message(self.answer(entry, messages))
+        return Completion(message=message, finish_reason="tool_calls" if message.tool_calls else "stop", usage=Usage(), model=self.name)
+
+    async def aclose(self) -> None:
+        return None
+
+
+# -- serving a Teacher over loopback -------------------------------------------------------------
+
+
+def build_app(teacher: Any) -> web.Application:
+    async def chat(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        try:
+            messages = [wire.message_from_wire(m) for m in body.get("messages", [])]
+            completion = await teacher.chat(
+                messages, wire.tools_from_wire(body.get("tools")) or None,
+                temperature=float(body.get("temperature") or 0.0), max_tokens=int(body.get("max_tokens") or 512),
+            )
+        except BadAnswer as err:
+            return web.json_response({"error": {"message": str(err), "type": "invalid_request_error"}}, status=400)
+        payload = wire.completion_to_wire(completion, response_id=f"chatcmpl-{time.monotonic_ns()}", created=int(time.time()))
+        return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": teacher.name, "object": "model"}]})
+
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/v1/models", models)
+    return app
+
+
+@contextlib.contextmanager
+def serve_replay(teacher: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve ``teacher`` at ``http://host:port/v1`` from a background thread; yields the base URL."""
+    loop = asyncio.new_event_loop()
+    ready: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def start() -> None:
+        runner = web.AppRunner(build_app(teacher), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        ready["runner"] = runner
+        ready["port"] = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(start())
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
+            ready["error"] = exc
+        started.set()
+        if "error" not in ready:
+            loop.run_forever()
+
+    thread = threading.Thread(target=serve, name="bfcl-replay-server", daemon=True)
+    thread.start()
+    started.wait()
+    if "error" in ready:
+        raise ready["error"]
+    try:
+        yield f"http://{host}:{ready['port']}/v1"
+    finally:
+        asyncio.run_coroutine_threadsafe(ready["runner"].cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()

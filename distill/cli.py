@@ -1,0 +1,241 @@
+"""`magnet generate`: toolkits -> graph -> lazy path stream -> per-path jobs -> run folder, with a
+live progress line and a final table.
+
+Every option is a GenerateConfig field; ``--config FILE.toml`` fills them first and flags
+override. The dependency graph is built once per run (offline matcher) and cached in the run
+folder. Re-running with the same settings resumes: finished paths are skipped, nothing is
+stored twice; different settings on the same folder are refused by the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import time
+import tomllib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from distill.generate_config import GenerateConfig, field_help
+from engine.errors import UserInputError
+
+GRAPH_FILE = "graph.json.gz"
+SUMMARY_FILE = "generate_summary.json"
+SINGLE_KINDS = ("single", "parallel", "multiple", "parallel_multiple")
+
+
+def default_teacher() -> str:
+    """The embedded SmolLM2: served by vLLM when it is installed (structured outputs), else transformers."""
+    return "vllm:smollm2" if importlib.util.find_spec("vllm") is not None else "hf:smollm2"
+
+
+def _parser() -> argparse.ArgumentParser:
+    helps = field_help()
+    p = argparse.ArgumentParser(prog="magnet generate", description=__doc__.split("\n\n")[0],
+                                argument_default=argparse.SUPPRESS)
+    p.add_argument("--config", help="TOML file of these options (flags given here override it)")
+    p.add_argument("--out", help=helps["out"])
+    p.add_argument("--toolkits", type=lambda s: [t for t in s.split(",") if t], help=helps["toolkits"] + " (comma-separated)")
+    for name in ("teacher", "student", "judge", "prompts_dir"):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, help=helps[name])
+    p.add_argument("--negatives", choices=["auto", "mined", "perturb", "none"], help=helps["negatives"])
+    for name in ("paths", "single", "multi", "irrelevance", "seed", "concurrency", "max_tokens", "translate_attempts",
+                 "rollout_attempts", "answer_retries", "max_steps_per_turn", "student_rollouts", "negatives_per_episode"):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help=helps[name])
+    for name in ("temperature", "retry_temperature", "price_in", "price_out"):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, help=helps[name])
+    p.add_argument("--no-structured-outputs", dest="structured_outputs", action="store_false", help=helps["structured_outputs"])
+    for name in ("rpm", "tpm", "max_concurrency", "timeout_s"):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=f"teacher.{name}", type=float if name == "timeout_s" else int,
+                       help=f"teacher option {name} (passed to every teacher)")
+    p.add_argument("--api-key-env", dest="teacher.api_key_env", help="environment variable holding the API key")
+    p.add_argument("--force", action="store_true", help="discard an existing run in --out made with other settings")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no live progress line")
+    return p
+
+
+def load_config(argv: list[str]) -> tuple[GenerateConfig, argparse.Namespace]:
+    args = _parser().parse_args(argv)
+    data: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        try:
+            data = tomllib.loads(Path(args.config).read_text())
+        except FileNotFoundError:
+            raise UserInputError(f"--config {args.config!r} does not exist; pass a TOML file of generate options") from None
+        except tomllib.TOMLDecodeError as err:
+            raise UserInputError(f"--config {args.config!r} is not valid TOML ({err}); fix the file") from None
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "force", "progress")}
+    options = dict(data.get("teacher_options", {}))
+    options.update({k.split(".", 1)[1]: flags.pop(k) for k in list(flags) if k.startswith("teacher.")})
+    data.update(flags)
+    if options:
+        data["teacher_options"] = options
+    if any(k in flags for k in ("single", "multi", "irrelevance")) and "paths" not in flags:
+        data["paths"] = 0  # per-kind counts given: they replace the default total
+    try:
+        config = msgspec.convert(data, GenerateConfig)
+    except msgspec.ValidationError as err:
+        raise UserInputError(f"generate config: {err}; see `magnet generate --help`") from None
+    if not config.out:
+        raise UserInputError("--out is required: the run folder to write (or resume)")
+    if not config.teacher:
+        config.teacher = default_teacher()
+    return config, args
+
+
+def mixture(config: GenerateConfig) -> dict[str, int]:
+    """Whole path counts per kind: --paths N spread over the sampler's default mixture, else the per-kind counts."""
+    if config.paths:
+        from graph.paths_config import PathConfig
+
+        weights = PathConfig().mixture
+        total = sum(weights.values())
+        raw = {k: config.paths * w / total for k, w in weights.items()}
+        counts = {k: int(v) for k, v in raw.items()}
+        for k in sorted(raw, key=lambda k: raw[k] - counts[k], reverse=True)[: config.paths - sum(counts.values())]:
+            counts[k] += 1
+        return counts
+    counts = {k: config.single // len(SINGLE_KINDS) for k in SINGLE_KINDS}
+    for k in SINGLE_KINDS[: config.single % len(SINGLE_KINDS)]:
+        counts[k] += 1
+    return counts | {"multi_turn": config.multi, "irrelevance": config.irrelevance}
+
+
+def build_pool(config: GenerateConfig):
+    from graph.toolkit import ToolPool
+    from graph.toolkits import builtin_toolkits
+
+    available = builtin_toolkits()
+    names = config.toolkits or list(available)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise UserInputError(f"--toolkits: unknown toolkit {unknown[0]!r}; choose from {', '.join(available)}")
+    return ToolPool(available[n] for n in names)
+
+
+def load_or_build_graph(run_dir: Path, specs: list) -> Any:
+    from graph.depgraph import build_graph, load_graph, save_graph
+
+    cached = run_dir / GRAPH_FILE
+    if cached.exists():
+        return load_graph(cached)
+    graph = build_graph(specs)
+    save_graph(graph, cached)
+    return graph
+
+
+def reason_key(error: str) -> str:
+    """A dead letter's error reduced to a groupable reason: no exception type, turn numbers, quotes or values."""
+    text = re.sub(r"^\w+(Error|Failed|Answer)?: ", "", error)
+    text = re.sub(r"translate turn \d+ \(\w+\): ", "", text)
+    text = re.sub(r"\bturn \d+( step \d+)?: ", "", text)
+    text = text.split(" | ")[0].split(" (")[0]
+    parts = [p.strip() for p in text.split(":")]
+    key = ": ".join(parts[:2]) if len(parts) > 1 and len(parts[0]) < 40 else parts[0]
+    key = re.sub(r"'[^']*'|\"[^\"]*\"|\d+", "…", key)
+    return key[:90]
+
+
+async def _generate(config: GenerateConfig, args: argparse.Namespace) -> dict[str, Any]:
+    from distill.pipeline import Distiller
+    from engine import metrics
+    from engine.scheduler import run_jobs
+    from engine.store import RunStore, config_fingerprint
+    from engine.teachers import make_teacher
+    from graph.paths import sample_paths
+    from graph.paths_config import path_config
+
+    started = time.monotonic()
+    metrics.reset_metrics()
+    run_dir = Path(config.out)
+    pool = build_pool(config)
+    counts = mixture(config)
+    path_cfg = path_config({**config.path_options, "mixture": {k: v for k, v in counts.items()}}, where="path_options")
+    fingerprint = config_fingerprint(config.fingerprint_fields())
+    store = RunStore.open(run_dir, config_fingerprint=fingerprint, config=msgspec.to_builtins(config),
+                          force=getattr(args, "force", False))
+    teachers: list[Any] = []
+    try:
+        graph = load_or_build_graph(run_dir, pool.specs())
+        teacher = make_teacher(config.teacher, **config.teacher_options)
+        teachers.append(teacher)
+        student = judge = None
+        if config.student:
+            student = make_teacher(config.student, **config.teacher_options)
+            teachers.append(student)
+        if config.judge:
+            judge = make_teacher(config.judge, **config.teacher_options)
+            teachers.append(judge)
+        distiller = Distiller(pool, teacher, config, student=student, judge=judge)
+        total = sum(counts.values())
+        run = await run_jobs(sample_paths(graph, pool.specs(), path_cfg, config.seed), distiller.run_path, store,
+                             item_id=lambda p: p.id, stage="generate", max_in_flight=config.concurrency, total=total,
+                             progress=getattr(args, "progress", True), item_payload=msgspec.to_builtins)
+        summary = summarize(store, run_dir, run, distiller, config, time.monotonic() - started)
+        store.write_manifest({"generate": summary})
+    finally:
+        for t in teachers:
+            close = getattr(t, "aclose", None)  # the protocol has it; be lenient with in-process backends
+            if close is not None:
+                await close()
+        store.close()
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
+    return summary
+
+
+def summarize(store: Any, run_dir: Path, run: dict[str, Any], distiller: Any, config: GenerateConfig,
+              wall_s: float) -> dict[str, Any]:
+    from engine.store import read_records
+
+    counts = store.counts()
+    store.flush()
+    reasons = Counter(f"{dl.stage}: {reason_key(dl.error)}" for dl in read_records(run_dir, "dead_letters"))
+    spend = distiller.spend
+    cost = run.get("cost_usd") or (spend.prompt_tokens * config.price_in + spend.completion_tokens * config.price_out) / 1e6
+    done_paths = counts["done"]
+    positives = counts["trajectories"] - counts["pairs"]
+    return {
+        "run_dir": str(run_dir), "teacher": distiller.teacher.name, "negatives": config.negative_mode,
+        "paths_planned": run.get("total"), "paths_finished": done_paths + sum(v for k, v in reasons.items() if not k.startswith("negative")),
+        "paths_this_run": run["done"] + run["failed"], "skipped_resumed": run["skipped"],
+        "episodes": counts["episodes"], "positives": positives, "negatives_stored": counts["pairs"],
+        "pairs": counts["pairs"], "dead_letters": counts["dead_letters"], "dead_letters_by_reason": dict(reasons.most_common()),
+        "yield_positive": round(positives / max(1, positives + sum(v for k, v in reasons.items() if not k.startswith("negative"))), 4),
+        "teacher_calls": spend.calls, "prompt_tokens": spend.prompt_tokens, "completion_tokens": spend.completion_tokens,
+        "cost_usd_estimate": round(cost, 6), "wall_s": round(wall_s, 2), "interrupted": run.get("interrupted", False),
+    }
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"magnet generate: {summary['run_dir']}", show_header=True)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rows = [("teacher", summary["teacher"]), ("paths finished (this run)", f"{summary['paths_finished']} ({summary['paths_this_run']})"),
+            ("skipped (resumed)", summary["skipped_resumed"]), ("episodes", summary["episodes"]),
+            ("positives", summary["positives"]), ("negatives / pairs", summary["pairs"]),
+            ("yield (paths -> positive)", f"{summary['yield_positive']:.1%}"), ("dead letters", summary["dead_letters"])]
+    rows += [(f"  {reason}", n) for reason, n in summary["dead_letters_by_reason"].items()]
+    rows += [("tokens in / out (this run)", f"{summary['prompt_tokens']:,} / {summary['completion_tokens']:,}"),
+             ("teacher calls", summary["teacher_calls"]), ("estimated cost", f"${summary['cost_usd_estimate']:.4f}"),
+             ("wall time", f"{summary['wall_s']:.1f} s")]
+    for what, value in rows:
+        table.add_row(what, str(value))
+    Console().print(table)
+
+
+def generate_main(argv: list[str]) -> int:
+    from engine.scheduler import run
+
+    config, args = load_config(argv)
+    summary = run(_generate(config, args))
+    print_table(summary)
+    print(f"summary: {Path(config.out) / SUMMARY_FILE}")
+    return 130 if summary["interrupted"] else 0

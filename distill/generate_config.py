@@ -1,0 +1,78 @@
+"""Every knob of `magnet generate`, one typed struct: CLI flags and the --config TOML fill it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from engine.errors import UserInputError
+
+Doc = msgspec.Meta
+
+# Phrases that, at the end of a turn, mean a call failed (the paper filters "Bad request", "does not match").
+DEFAULT_FAILURE_PHRASES = ("bad request", "does not match", "error", "failed", "unknown function", "traceback")
+
+
+class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    out: Annotated[str, Doc(description="run folder; re-running with the same settings resumes it")] = ""
+    toolkits: Annotated[list[str], Doc(description="toolkit names to draw functions from; empty = every built-in toolkit")] = []
+    teacher: Annotated[str, Doc(description="teacher spec (sim, openai:MODEL@URL, vllm:MODEL, hf:DIR, TOML); empty = embedded SmolLM2 (vLLM if installed, else transformers)")] = ""
+    student: Annotated[str, Doc(description="student spec for mined negatives (typically the SFT model); empty = none")] = ""
+    judge: Annotated[str, Doc(description="judge spec for mined negatives; empty = the teacher")] = ""
+    teacher_options: Annotated[dict[str, Any], Doc(description="passed to every make_teacher call (rpm, tpm, concurrency, api_key_env, ...)")] = {}
+    negatives: Annotated[Literal["auto", "mined", "perturb", "none"], Doc(description="negatives: mined from the student's mistakes, rule-based perturbations of the positive, or none; auto = mined with a student else perturb")] = "auto"
+    paths: Annotated[int, Doc(description="total paths to sample, split over kinds by the path sampler's defaults (0 = use the per-kind counts)")] = 8
+    single: Annotated[int, Doc(description="single-turn paths (single / parallel / multiple calls); used when paths = 0")] = 0
+    multi: Annotated[int, Doc(description="multi-turn paths; used when paths = 0")] = 0
+    irrelevance: Annotated[int, Doc(description="irrelevance paths (only unrelated functions offered); used when paths = 0")] = 0
+    path_options: Annotated[dict[str, Any], Doc(description="extra fields of graph.paths_config.PathConfig (walk length, p_merge, ...)")] = {}
+    seed: Annotated[int, Doc(description="seed of path sampling, toolkit state, tool-order shuffling and teacher sampling")] = 0
+    concurrency: Annotated[int, Doc(description="paths worked on at once (each is a conversation of many dependent calls)")] = 16
+    structured_outputs: Annotated[bool, Doc(description="send response_format json_schema for translation and judging (keeps small models' JSON valid); off = parse free text")] = True
+    temperature: Annotated[float, Doc(description="sampling temperature of first attempts")] = 0.0
+    retry_temperature: Annotated[float, Doc(description="temperature of later attempts, so a retry can differ")] = 0.7
+    max_tokens: Annotated[int, Doc(description="completion token limit per teacher call")] = 512
+    translate_attempts: Annotated[int, Doc(description="tries per translation step (bad JSON, invalid or failing reference calls) before dead-lettering the path")] = 3
+    rollout_attempts: Annotated[int, Doc(description="hinted teacher rollouts tried per episode before dead-lettering it (each must pass verification)")] = 2
+    answer_retries: Annotated[int, Doc(description="re-asks of one rollout step whose answer cannot be parsed")] = 2
+    max_steps_per_turn: Annotated[int, Doc(description="assistant steps allowed per user turn (one call per step, plus the summary)")] = 6
+    student_rollouts: Annotated[int, Doc(description="unhinted student rollouts per episode for mining mistakes (the paper uses 10)")] = 3
+    negatives_per_episode: Annotated[int, Doc(description="rejected trajectories (and pairs) wanted per episode: distinct rules (perturb) or distinct mined mistakes (mined)")] = 1
+    failure_phrases: Annotated[list[str], Doc(description="a turn whose final text contains one of these (case-insensitive, whole words) is not a positive")] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_FAILURE_PHRASES))
+    prompts_dir: Annotated[str, Doc(description="folder of .txt files overriding distill/prompts/ by file name")] = ""
+    price_in: Annotated[float, Doc(description="USD per 1M prompt tokens, for the cost estimate when the teacher has no price")] = 0.0
+    price_out: Annotated[float, Doc(description="USD per 1M completion tokens, for the cost estimate")] = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("paths", "single", "multi", "irrelevance", "student_rollouts", "negatives_per_episode"):
+            if getattr(self, name) < 0:
+                raise UserInputError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("concurrency", "translate_attempts", "rollout_attempts", "max_steps_per_turn", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise UserInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.paths == 0 and self.single + self.multi + self.irrelevance == 0:
+            raise UserInputError("nothing to generate: give --paths N or one of --single/--multi/--irrelevance")
+        if self.negatives == "mined" and not self.student:
+            raise UserInputError("--negatives mined needs --student SPEC (the model whose mistakes are mined)")
+
+    @property
+    def negative_mode(self) -> str:
+        if self.negatives != "auto":
+            return self.negatives
+        return "mined" if self.student else "perturb"
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """What decides the run's content: resuming with other values would mix two datasets."""
+        data = msgspec.to_builtins(self)
+        for volatile in ("out", "concurrency", "teacher_options", "price_in", "price_out"):
+            data.pop(volatile, None)
+        return data
+
+
+def field_help() -> dict[str, str]:
+    """Field name -> help text, for argparse."""
+    hints = __import__("typing").get_type_hints(GenerateConfig, include_extras=True)
+    return {name: next((m.description for m in getattr(h, "__metadata__", ()) if isinstance(m, msgspec.Meta)), "")
+            for name, h in hints.items()}

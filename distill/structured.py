@@ -1,0 +1,85 @@
+"""Ask a teacher for one JSON object: response_format json_schema when enabled, parsing either way.
+
+Structured outputs (vLLM and OpenAI honour ``json_schema``) keep a small model's format valid;
+teachers without them still usually answer JSON when asked, so the reply is always parsed the
+same tolerant way: the first JSON object in the text that has the required keys.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+
+from distill.parsers import quote
+from engine.errors import BadAnswer
+from engine.records import Message
+from engine.teacher import Completion, Teacher
+
+
+class Spend(msgspec.Struct, kw_only=True):
+    """Tokens one work item spent, summed over its teacher calls."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+    def add(self, completion: Completion) -> None:
+        self.calls += 1
+        self.prompt_tokens += completion.usage.prompt_tokens
+        self.completion_tokens += completion.usage.completion_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+
+
+def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
+def first_object(text: str, required: list[str]) -> dict[str, Any] | None:
+    """The first JSON object in ``text`` holding every ``required`` key (fences and prose skipped)."""
+    decoder = json.JSONDecoder()
+    i = text.find("{")
+    while i >= 0:
+        try:
+            value, end = decoder.raw_decode(text, i)
+        except ValueError:
+            i = text.find("{", i + 1)
+            continue
+        if isinstance(value, dict) and all(k in value for k in required):
+            return value
+        i = text.find("{", i + 1)
+    return None
+
+
+async def ask_json(
+    teacher: Teacher,
+    prompt: str,
+    schema: dict[str, Any],
+    *,
+    name: str,
+    spend: Spend,
+    structured: bool,
+    temperature: float,
+    max_tokens: int,
+    seed: int | None,
+    history: list[Message] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """(object, raw text). ``history`` lets a retry show the model its previous answer and the problem."""
+    messages = [Message(role="user", content=prompt), *(history or [])]
+    completion = await teacher.chat(
+        messages,
+        response_format=response_format(name, schema) if structured else None,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        seed=seed,
+    )
+    spend.add(completion)
+    text = completion.message.content or ""
+    obj = first_object(text, list(schema.get("required", [])))
+    if obj is None:
+        why = "truncated" if completion.finish_reason == "length" else "no JSON object with " + ", ".join(schema.get("required", []))
+        raise BadAnswer(f"{name}: {why}: {quote(text)!r}", text=text)
+    return obj, text

@@ -1,0 +1,290 @@
+"""Back-and-forth translation: a signature path becomes an episode of user queries and executed
+reference calls (MAGNET_METHOD §5).
+
+Per path turn: the teacher writes the user's query for the turn's functions (back), then
+the calls that answer it from the query and the last outputs (forth); the calls run on the
+episode's toolkit runtime and their outputs feed the next turn. A reference that names the
+wrong functions, does not fit its schemas or fails to execute is retried with the problem
+shown to the teacher, then the path is dead-lettered.
+
+Split turns: miss_func asks for a function that is withheld that turn, then a follow-up turn
+(function restored) asks again; miss_param leaves one required value out of the query, then
+the follow-up turn supplies it. Irrelevance episodes offer only distractors and expect no call.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from distill.generate_config import GenerateConfig
+from distill.parsers import format_bfcl, quote, validate_call
+from distill.prompts import Prompts
+from distill.rollout import fresh_runtime
+from distill.structured import Spend, ask_json
+from engine.errors import BadAnswer, JobFailed
+from engine.records import Episode, EpisodeTurn, FunctionSpec, Message, SignaturePath, ToolCall
+from engine.teacher import Teacher
+from graph.matcher import GENERIC
+from graph.schema import ArgumentError
+from graph.toolkit import ToolPool, ToolRuntime
+
+QUERY_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"], "additionalProperties": False}
+_ENV_CHARS = 1200
+_OUT_CHARS = 1500
+
+
+def describe(spec: FunctionSpec) -> str:
+    """One compact line per function: small models have short contexts."""
+    props = spec.parameters.get("properties", {})
+    required = set(spec.parameters.get("required", []))
+    params = ", ".join(
+        f"{p}: {s.get('type', 'any')}{'' if p in required else ' (optional)'}"
+        + (f" one of {s['enum']}" if "enum" in s else "")
+        + (f" - {s['description']}" if s.get("description") else "")
+        for p, s in props.items()
+    )
+    return f"- {spec.name}({params}): {spec.description}"
+
+
+def clip(value: Any, limit: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def calls_schema(functions: list[FunctionSpec]) -> dict[str, Any]:
+    """One fixed slot per expected call: the path fixes the functions, the model fills the values.
+    (Fixed keys rather than an array of anyOf: simple for grammars and for small models.)"""
+    slots = {
+        f"call_{i + 1}": {
+            "type": "object",
+            "properties": {"name": {"type": "string", "enum": [spec.name]}, "arguments": spec.parameters},
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for i, spec in enumerate(functions)
+    }
+    return {"type": "object", "properties": slots, "required": list(slots), "additionalProperties": False}
+
+
+def answer_calls(obj: dict[str, Any], text: str) -> list[ToolCall]:
+    """The calls in a forth-translation answer: ``call_N`` slots, or a ``calls`` list."""
+    items = obj["calls"] if isinstance(obj.get("calls"), list) else [
+        obj[k] for k in sorted((k for k in obj if k.startswith("call_")), key=lambda k: int(k[5:]) if k[5:].isdigit() else 0)
+    ]
+    calls = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise BadAnswer(f"forth translation: a call without a name: {quote(text)!r}", text=text)
+        args = item.get("arguments") or {}
+        if not isinstance(args, dict):
+            raise BadAnswer(f"forth translation: arguments of {item['name']} are not an object: {quote(text)!r}", text=text)
+        calls.append(ToolCall(name=item["name"], arguments=args))
+    return calls
+
+
+def output_values(outputs: list[Any]) -> dict[str, list[Any]]:
+    """Field name -> every scalar value under that name in the outputs (most recent first)."""
+    found: dict[str, list[Any]] = {}
+
+    def walk(value: Any, key: str | None) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, k)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, key)
+        elif key is not None and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            found.setdefault(key, []).append(value)
+
+    for out in reversed(outputs):
+        walk(out, None)
+    return found
+
+
+def bind_outputs(call: ToolCall, earlier: list[Any]) -> ToolCall:
+    """Take a parameter's value from an earlier output field of the same (specific) name when the
+    model's value is none of that field's values: ids and tokens copied from outputs are where
+    models slip, and the data flow is known exactly."""
+    values = output_values(earlier)
+    args = dict(call.arguments)
+    for name, value in call.arguments.items():
+        if name in GENERIC or name not in values or value in values[name]:
+            continue
+        args[name] = values[name][0]
+    return ToolCall(name=call.name, arguments=args)
+
+
+class Translator:
+    def __init__(self, teacher: Teacher, pool: ToolPool, prompts: Prompts, config: GenerateConfig):
+        self.teacher, self.pool, self.prompts, self.cfg = teacher, pool, prompts, config
+
+    # -- episode ---------------------------------------------------------------------------
+
+    def episode_tools(self, path: SignaturePath) -> list[FunctionSpec]:
+        if path.kind == "irrelevance":
+            names = list(path.distractors)
+        else:
+            kits = set(path.toolkits) or {self.pool.toolkit_of(f) for t in path.turns for f in t.functions}
+            names = [s.name for s in self.pool.specs() if self.pool.toolkit_of(s.name) in kits] + list(path.distractors)
+        return [self.pool.spec(n) for n in dict.fromkeys(names)]
+
+    async def translate(self, path: SignaturePath, spend: Spend) -> Episode:
+        tools = self.episode_tools(path)
+        needed = {f for t in path.turns for f in t.functions}
+        kits = sorted({self.pool.toolkit_of(s.name) for s in tools} | {self.pool.toolkit_of(f) for f in needed})
+        episode = Episode(id=f"ep-{path.id}", path_id=path.id, kind=path.kind, tools=tools, toolkits=kits, seed=path.seed)
+        runtime = fresh_runtime(self.pool, episode)
+        episode.initial_state = runtime.initial_state
+        turns = path.turns
+        index = 0
+        while index < len(turns):
+            turn = turns[index]
+            stage = f"translate turn {index} ({turn.label})"
+            if path.kind == "irrelevance":
+                specs = [self.pool.spec(f) for f in turn.functions]
+                query = await self._retry(stage, lambda a, hist: self._back(episode, runtime, specs, spend, a, hist))
+                episode.turns.append(EpisodeTurn(query=query, label="miss_func", missing=list(turn.missing or turn.functions)))
+                index += 1
+                continue
+            # A Split turn is empty and comes right before the turn that restores what it lacks:
+            # both are written from the restoring turn's functions.
+            split = turn if turn.label != "call" else None
+            if split is not None:
+                if index + 1 >= len(turns) or not turns[index + 1].functions:
+                    raise JobFailed(f"{stage}: a split turn must be followed by the turn that restores it", stage="translate")
+                index += 1
+                turn = turns[index]
+            specs = [self.pool.spec(f) for f in turn.functions]
+            query = await self._retry(stage, lambda a, hist: self._back(episode, runtime, specs, spend, a, hist))
+            calls, outputs, trial = await self._retry(
+                stage, lambda a, hist: self._forth(episode, query, specs, spend, a, hist))
+            if split is None:
+                episode.turns.append(EpisodeTurn(query=query, calls=calls, outputs=outputs))
+            elif split.label == "miss_func":
+                follow = await self._retry(stage, lambda a, hist: self._follow_up(
+                    query, "the assistant told you it has no function for part of it.",
+                    "says that the function is available now and asks it to try again.", None, spend, a, hist))
+                missing = [m for m in split.missing if m in turn.functions] or turn.functions[:1]
+                episode.turns.append(EpisodeTurn(query=query, label="miss_func", missing=missing))
+                episode.turns.append(EpisodeTurn(query=follow, calls=calls, outputs=outputs))
+            else:
+                param, value = self._missing_value(split.missing, calls, query)
+                shown = clip(value, 200)
+                miss_query = await self._retry(stage, lambda a, hist: self._without(query, param, shown, spend, a, hist))
+                follow = await self._retry(stage, lambda a, hist: self._follow_up(
+                    miss_query, f"you left out the {param}; the assistant asked you for it.",
+                    f"gives it: {shown}.", shown, spend, a, hist))
+                episode.turns.append(EpisodeTurn(query=miss_query, label="miss_param", missing=[param]))
+                episode.turns.append(EpisodeTurn(query=follow, calls=calls, outputs=outputs))
+            runtime = trial
+            index += 1
+        return episode
+
+    # -- steps -----------------------------------------------------------------------------
+
+    async def _retry(self, stage: str, step: Any) -> Any:
+        """Run ``step(attempt, history)``; a BadAnswer is shown to the teacher on the next attempt."""
+        history: list[Message] = []
+        for attempt in range(self.cfg.translate_attempts):
+            try:
+                return await step(attempt, history)
+            except BadAnswer as err:
+                last = err
+                history = [Message(role="assistant", content=err.text or "(empty)"),
+                           Message(role="user", content=f"That answer has a problem: {err}. Answer again, fixing it.")]
+        raise JobFailed(f"{stage}: {last}", stage="translate", attempts=self.cfg.translate_attempts) from last
+
+    async def _ask(self, prompt: str, schema: dict[str, Any], name: str, spend: Spend, attempt: int,
+                   history: list[Message]) -> tuple[dict[str, Any], str]:
+        return await ask_json(
+            self.teacher, prompt, schema, name=name, spend=spend, structured=self.cfg.structured_outputs,
+            temperature=self.cfg.temperature if attempt == 0 else self.cfg.retry_temperature,
+            max_tokens=self.cfg.max_tokens, seed=self.cfg.seed + attempt, history=history)
+
+    async def _query(self, prompt: str, name: str, spend: Spend, attempt: int, history: list[Message]) -> str:
+        obj, text = await self._ask(prompt, QUERY_SCHEMA, name, spend, attempt, history)
+        query = obj.get("query")
+        if not isinstance(query, str) or len(query.strip()) < 3:
+            raise BadAnswer(f"{name}: empty query: {quote(text)!r}", text=text)
+        return query.strip()
+
+    async def _back(self, episode: Episode, runtime: ToolRuntime, specs: list[FunctionSpec], spend: Spend,
+                    attempt: int, history: list[Message]) -> str:
+        done = episode.turns
+        convo = "\n".join(f"User: {t.query}\nCalls: {format_bfcl(t.calls) if t.calls else '(none)'}" for t in done) or "(start of the conversation)"
+        last = next((t for t in reversed(done) if t.calls), None)
+        last_round = (f"Calls: {format_bfcl(last.calls)}\nOutputs: {clip(last.outputs, _OUT_CHARS)}" if last else "(none)")
+        kits = {self.pool.toolkit_of(s.name) for s in specs}
+        env = clip({k: v for k, v in runtime.snapshot().items() if k in kits}, _ENV_CHARS)
+        prompt = self.prompts.render(
+            "back_translation", functions="\n".join(describe(s) for s in specs), history=convo,
+            last_round=last_round, environment=env, extra_rules="")
+        query = await self._query(prompt, "back_translation", spend, attempt, history)
+        named = next((s.name for s in specs if s.name in query), None)
+        if named:
+            raise BadAnswer(f"back translation names the function {named!r}: {quote(query)!r}", text=query)
+        if any(query == t.query for t in done):
+            raise BadAnswer(f"back translation repeats an earlier query: {quote(query)!r}", text=query)
+        return query
+
+    async def _forth(self, episode: Episode, query: str, specs: list[FunctionSpec], spend: Spend, attempt: int,
+                     history: list[Message]) -> tuple[list[ToolCall], list[Any], ToolRuntime]:
+        last = next((t for t in reversed(episode.turns) if t.calls), None)
+        prompt = self.prompts.render(
+            "forth_translation", functions="\n".join(describe(s) for s in specs),
+            last_outputs=clip(last.outputs, _OUT_CHARS) if last else "(none)", query=query,
+            expected=", ".join(s.name for s in specs))
+        obj, text = await self._ask(prompt, calls_schema(specs), "forth_translation", spend, attempt, history)
+        calls = answer_calls(obj, text)
+        if sorted(c.name for c in calls) != sorted(s.name for s in specs):
+            raise BadAnswer(f"forth translation calls {[c.name for c in calls]}, expected {[s.name for s in specs]}: {quote(text)!r}", text=text)
+        # Try the calls on a replay of the episode so far: a failed attempt leaves no trace in the state.
+        trial = fresh_runtime(self.pool, episode)
+        earlier: list[Any] = []
+        for t in episode.turns:
+            for c in t.calls:
+                trial.execute(c)
+            earlier += t.outputs
+        by_name = {s.name: s for s in specs}
+        done, outputs = [], []
+        for call in calls:
+            try:
+                call = validate_call(call, by_name)
+            except ArgumentError as err:
+                raise BadAnswer(f"forth translation: {err}: {quote(text)!r}", text=text) from None
+            call = bind_outputs(call, earlier + outputs)
+            result = await trial.aexecute(call)
+            if not result.ok:
+                raise BadAnswer(f"forth translation: reference call fails: {result.error}: {quote(text)!r}", text=text)
+            done.append(call)
+            outputs.append(result.output)
+        return done, outputs, trial
+
+    def _missing_value(self, missing: list[str], calls: list[ToolCall], query: str) -> tuple[str, Any]:
+        """The parameter a miss_param turn leaves out: the path's choice, else a required value the query states."""
+        wanted = [tuple(m.rsplit(".", 1)) if "." in m else (None, m) for m in missing]
+        for call in calls:
+            for func, p in wanted:
+                if func in (None, call.name) and p in call.arguments:
+                    return p, call.arguments[p]
+        for call in calls:
+            for p in self.pool.spec(call.name).parameters.get("required", []):
+                if p in call.arguments and str(call.arguments[p]) in query:
+                    return p, call.arguments[p]
+        raise JobFailed(f"miss_param: no required value stated in the query to leave out ({quote(query)!r})", stage="translate")
+
+    async def _without(self, query: str, param: str, shown: str, spend: Spend, attempt: int, history: list[Message]) -> str:
+        prompt = self.prompts.render("miss_param_query", param=param, value=shown, query=query)
+        rewritten = await self._query(prompt, "miss_param_query", spend, attempt, history)
+        if shown.lower() in rewritten.lower():
+            raise BadAnswer(f"miss_param query still states the {param} ({shown}): {quote(rewritten)!r}", text=rewritten)
+        return rewritten
+
+    async def _follow_up(self, query: str, situation: str, goal: str, must_contain: str | None, spend: Spend,
+                         attempt: int, history: list[Message]) -> str:
+        prompt = self.prompts.render("follow_up", situation=situation, goal=goal, query=query)
+        follow = await self._query(prompt, "follow_up", spend, attempt, history)
+        if must_contain is not None and must_contain.lower() not in follow.lower():
+            raise BadAnswer(f"follow-up does not supply the value {must_contain}: {quote(follow)!r}", text=follow)
+        return follow

@@ -1,0 +1,77 @@
+"""Retries with exponential backoff and full jitter, honouring the server's Retry-After.
+
+Transient errors (429, 5xx, timeouts, dropped connections) get up to ``max_retries`` more
+attempts; bad answers (unparsable, truncated, filtered) get a smaller budget of their own,
+since asking again rarely fixes a model that misread the prompt. A fatal error, or one whose
+budget is spent, propagates with ``.attempts`` set so the scheduler's dead letter says how
+often it was tried. An error that already carries ``.attempts`` was exhausted by an inner
+``with_retries`` and is not retried again, so nesting never multiplies the attempts.
+
+For a 429 the wait is the server's Retry-After; the next attempt then re-enters the teacher's
+rate limiter, which has paused every sender until the same moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from engine import metrics
+from engine.errors import BadAnswer, RateLimited, RetryableError, TeacherError
+
+T = TypeVar("T")
+
+
+def backoff_delay(retry: int, *, base_s: float = 0.5, max_s: float = 30.0, rng: Callable[[], float] = random.random) -> float:
+    """Full jitter: uniform in [0, min(max_s, base_s * 2**(retry-1))] for the ``retry``-th retry."""
+    return rng() * min(max_s, base_s * (2 ** (retry - 1)))
+
+
+async def with_retries(
+    call: Callable[[], Awaitable[T]],
+    *,
+    max_retries: int = 6,
+    max_bad_answer_retries: int = 2,
+    base_s: float = 0.5,
+    max_s: float = 30.0,
+    rng: Callable[[], float] = random.random,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    on_retry: Callable[[BaseException, int, float], None] | None = None,
+) -> T:
+    """Await ``call()`` until it succeeds or its error is fatal / out of budget.
+
+    ``on_retry(error, attempt, delay)`` runs before each wait (for logging)."""
+    attempt = transient = bad = 0
+    while True:
+        attempt += 1
+        try:
+            return await call()
+        except (RetryableError, BadAnswer) as err:
+            if getattr(err, "attempts", None) is not None:
+                raise
+            error: BaseException = err  # `err` is unbound after the except block
+            if isinstance(err, BadAnswer):
+                bad += 1
+                if bad > max_bad_answer_retries:
+                    err.attempts = attempt  # type: ignore[attr-defined]
+                    raise
+                delay = backoff_delay(bad, base_s=base_s, max_s=max_s, rng=rng)
+            else:
+                transient += 1
+                if transient > max_retries:
+                    err.attempts = attempt  # type: ignore[attr-defined]
+                    raise
+                if isinstance(err, RateLimited) and err.retry_after is not None:
+                    delay = err.retry_after
+                else:
+                    delay = max(err.retry_after or 0.0, backoff_delay(transient, base_s=base_s, max_s=max_s, rng=rng))
+        except TeacherError as err:  # fatal: no retry
+            if getattr(err, "attempts", None) is None:
+                err.attempts = attempt  # type: ignore[attr-defined]
+            raise
+        metrics.METRICS.retries += 1
+        if on_retry is not None:
+            on_retry(error, attempt, delay)
+        await sleep(delay)

@@ -1,0 +1,330 @@
+"""Signature paths: the lazy, seeded stream of function sequences that episodes are made from.
+
+Multi-turn paths follow MAGNET_METHOD §3-4: a random walk of up to S steps, uniform over the
+out-edges not yet visited (no function repeats; a dead end stops it early), then Merge (two
+consecutive turns become one with probability p, order kept, at most ``max_functions_per_turn``),
+then Insert (after a turn's last function f, a nested out-neighbour of f joins the turn, or
+becomes its own turn after a later turn: a long dependency). A share of them is emitted as the
+Split copy: one empty turn, labelled miss_func (the function is withheld from the tools; the
+name is in ``missing``) or miss_param (a required value is left out of the query;
+``missing`` holds "function.param"), placed right before the turn that restores it.
+
+Single-turn kinds follow BFCL: single (one function, one call), parallel (one function, several
+calls), multiple (several functions offered, one called; the others are ``distractors``),
+parallel_multiple (several calls of at least two functions). Irrelevance: the turn names a
+function that is NOT offered (label miss_func); only ``distractors`` are offered.
+
+Path i of a stream depends only on (seed, i): its kind comes from a fixed interleaving of the
+mixture and its random choices from ``PathRng(seed, i)``, so a stream can be sharded or
+resumed at any index and the same seed always gives the same paths.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import networkx as nx
+
+from engine.errors import UserInputError
+from engine.records import FunctionSpec, PathTurn, SignaturePath
+from graph.paths_config import KINDS, PathConfig, path_config
+
+_WALK_RETRIES = 10
+_NEEDS_TWO = ("multiple", "parallel_multiple", "irrelevance")
+
+
+def apportion(weights: dict[str, float], n: int) -> dict[str, int]:
+    """Counts summing to ``n`` in proportion to ``weights`` (largest remainder, ties by kind order)."""
+    total = sum(weights.values())
+    exact = {k: n * w / total for k, w in weights.items()}
+    counts = {k: int(v) for k, v in exact.items()}
+    rest = n - sum(counts.values())
+    order = sorted(weights, key=lambda k: (-(exact[k] - counts[k]), KINDS.index(k)))
+    for k in order[:rest]:
+        counts[k] += 1
+    return counts
+
+
+def kind_schedule(weights: dict[str, float], counts: dict[str, int] | None = None) -> Iterator[str]:
+    """Kinds interleaved smoothly: the m-th path of kind k sits at virtual time (m + 0.5) / weight,
+    so every prefix of the stream holds each kind in proportion. Finite when ``counts`` is given."""
+    heap = [((0.5 / w), KINDS.index(k), k, 0) for k, w in weights.items() if w > 0 and (counts is None or counts.get(k, 0) > 0)]
+    heapq.heapify(heap)
+    while heap:
+        _, order, kind, m = heap[0]
+        yield kind
+        m += 1
+        if counts is not None and m >= counts[kind]:
+            heapq.heappop(heap)
+        else:
+            heapq.heapreplace(heap, ((m + 0.5) / weights[kind], order, kind, m))
+
+
+_MASK = (1 << 64) - 1
+
+
+class PathRng:
+    """SplitMix64: a few integer operations per draw and O(1) seeding from (seed, index).
+
+    ``random.Random`` costs ~10 us just to seed (MT19937 fills 624 words), a fifth of the
+    time budget of one path at 20,000 paths/s; paths need a handful of draws each.
+    """
+
+    __slots__ = ("state",)
+
+    def __init__(self, seed: int, index: int):
+        self.state = (seed * 0x9E3779B97F4A7C15 + index * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) & _MASK
+        self.next64()
+
+    def next64(self) -> int:
+        self.state = z = (self.state + 0x9E3779B97F4A7C15) & _MASK
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+        return z ^ (z >> 31)
+
+    def randrange(self, n: int) -> int:
+        """Uniform in [0, n) by multiply-shift (bias below 2**-40 for any realistic n)."""
+        return (self.next64() * n) >> 64
+
+    def random(self) -> float:
+        return (self.next64() >> 11) * (1.0 / (1 << 53))
+
+    def randint(self, lo: int, hi: int) -> int:
+        return lo + self.randrange(hi - lo + 1)
+
+    def choice(self, seq: Any) -> Any:
+        return seq[self.randrange(len(seq))]
+
+    def sample(self, seq: Any, k: int) -> list[Any]:
+        """k distinct elements (partial Fisher-Yates on a copy)."""
+        pool = list(seq)
+        k = min(k, len(pool))
+        for i in range(k):
+            j = i + self.randrange(len(pool) - i)
+            pool[i], pool[j] = pool[j], pool[i]
+        return pool[:k]
+
+    def getrandbits(self, k: int) -> int:
+        return self.next64() >> (64 - k)
+
+
+class PathSampler:
+    """A graph compiled to integer adjacency lists, and the path builders over it."""
+
+    def __init__(self, graph: nx.DiGraph, specs: list[FunctionSpec] | None = None, config: PathConfig | None = None):
+        self.config = path_config(msgspec.to_builtins(config or PathConfig()))
+        if graph.number_of_nodes() == 0:
+            raise UserInputError("dependency graph has no functions; build it from a non-empty pool")
+        self.names: list[str] = list(graph.nodes)
+        self.index = index = {n: i for i, n in enumerate(self.names)}
+        by_name = {s.name: s for s in specs} if specs is not None else {}
+        missing = [n for n in self.names if specs is not None and n not in by_name]
+        if missing:
+            raise UserInputError(f"specs do not match the graph: no spec for function {missing[0]!r}; pass the pool the graph was built from")
+        attrs = [by_name.get(n) or graph.nodes[n] for n in self.names]
+        self.toolkit = [_get(a, "toolkit") or "" for a in attrs]
+        self.required: list[tuple[str, ...]] = [tuple((_get(a, "parameters") or {}).get("required") or ()) for a in attrs]
+        self.out = [tuple(index[v] for v in graph.successors(n)) for n in self.names]
+        self.nested = [tuple(index[v] for v in graph.successors(n) if graph.edges[n, v].get("nested")) for n in self.names]
+        self.starts = [i for i, o in enumerate(self.out) if o] or list(range(len(self.names)))
+        groups: dict[str, list[int]] = {}
+        for i, tk in enumerate(self.toolkit):
+            groups.setdefault(tk, []).append(i)
+        self.by_toolkit = {tk: tuple(ids) for tk, ids in groups.items()}
+        self.builders = {"single": self._single, "parallel": self._parallel, "multiple": self._multiple,
+                         "parallel_multiple": self._parallel_multiple, "multi_turn": self._multi_turn,
+                         "irrelevance": self._irrelevance}
+
+    # --- streams -------------------------------------------------------------------------
+
+    def stream(self, seed: int = 0, *, n: int | None = None, start: int = 0) -> Iterator[SignaturePath]:
+        if n is not None and n < 0:
+            raise UserInputError(f"number of paths n={n} is negative; give n >= 0")
+        if start < 0:
+            raise UserInputError(f"start index {start} is negative; give start >= 0")
+        weights = {k: float(w) for k, w in self.config.mixture.items() if w > 0}
+        if len(self.names) < 2:
+            bad = [k for k in weights if k in _NEEDS_TWO]
+            if bad:
+                raise UserInputError(f"path kind {bad[0]!r} needs at least two functions in the graph; drop it from the mixture")
+        if n is not None:
+            counts: dict[str, int] | None = apportion(weights, n)
+        elif all(w == int(w) for w in weights.values()):
+            counts = {k: int(w) for k, w in weights.items()}
+        else:
+            counts = None
+        return self._generate(seed, itertools.islice(kind_schedule(weights, counts), start, None), start)
+
+    def _generate(self, seed: int, kinds: Iterator[str], start: int) -> Iterator[SignaturePath]:
+        for i, kind in enumerate(kinds, start):
+            yield self.path(kind, seed, i)
+
+    def path(self, kind: str, seed: int, index: int) -> SignaturePath:
+        """Path ``index`` of kind ``kind`` in the stream of ``seed``: depends on nothing else."""
+        rng = PathRng(seed, index)
+        turns, ops, distractors = self.builders[kind](rng)
+        used = {f for t in turns for f in t.functions} | set(distractors)
+        if kind == "irrelevance":  # the episode exposes only the distractors' toolkits
+            used = set(distractors)
+        toolkits = sorted({self.toolkit[self.index[f]] for f in used} - {""})
+        return SignaturePath(id=f"{kind}-{seed}-{index}", kind=kind, turns=turns, ops=ops, seed=rng.getrandbits(32),
+                             toolkits=toolkits, distractors=distractors)
+
+    # --- single-turn kinds ---------------------------------------------------------------
+
+    def _single(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
+        return [PathTurn(functions=[self.names[rng.randrange(len(self.names))]])], [], []
+
+    def _parallel(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
+        f = self.names[rng.randrange(len(self.names))]
+        return [PathTurn(functions=[f] * rng.randint(*self.config.parallel_calls))], [], []
+
+    def _multiple(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
+        f = rng.randrange(len(self.names))
+        offered = rng.randint(*self.config.multiple_choices)
+        others = self._pick_near(rng, f, max(1, offered - 1))
+        return [PathTurn(functions=[self.names[f]])], [], [self.names[g] for g in others]
+
+    def _parallel_multiple(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
+        lo, hi = self.config.parallel_multiple_calls
+        calls = rng.randint(max(2, lo), hi)
+        f = rng.randrange(len(self.names))
+        distinct = [f] + self._pick_near(rng, f, rng.randint(1, calls - 1))
+        counts = [1] * len(distinct)
+        for _ in range(calls - len(distinct)):
+            counts[rng.randrange(len(distinct))] += 1
+        return [PathTurn(functions=[self.names[g] for g, c in zip(distinct, counts) for _ in range(c)])], [], []
+
+    def _irrelevance(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
+        f = rng.randrange(len(self.names))
+        far = self._pick_far(rng, f, rng.randint(*self.config.irrelevance_distractors))
+        name = self.names[f]
+        return [PathTurn(functions=[name], label="miss_func", missing=[name])], [], [self.names[g] for g in far]
+
+    def _pick_near(self, rng: PathRng, f: int, k: int) -> list[int]:
+        """k other functions, from f's toolkit first (a choice between related tools is the hard case)."""
+        group = [g for g in self.by_toolkit[self.toolkit[f]] if g != f]
+        picked = rng.sample(group, min(k, len(group)))
+        return picked + self._sample_excluding(rng, k - len(picked), {f, *picked})
+
+    def _pick_far(self, rng: PathRng, f: int, k: int) -> list[int]:
+        """k functions that cannot serve a request for f: other toolkits, never f's neighbours."""
+        exclude = {f, *self.out[f]}
+        others = [tk for tk in self.by_toolkit if tk != self.toolkit[f]]
+        picked: list[int] = []
+        for _ in range(4 * k):
+            if len(picked) >= k or not others:
+                break
+            g = rng.choice(self.by_toolkit[rng.choice(others)])
+            if g not in exclude:
+                exclude.add(g)
+                picked.append(g)
+        return picked + self._sample_excluding(rng, k - len(picked), exclude)
+
+    def _sample_excluding(self, rng: PathRng, k: int, exclude: set[int]) -> list[int]:
+        """Up to k uniform functions outside ``exclude`` (rejection sampling: the pool may be huge)."""
+        out: list[int] = []
+        room = len(self.names) - len(exclude)
+        tries = 0
+        while len(out) < min(k, room) and tries < 20 * k:
+            tries += 1
+            g = rng.randrange(len(self.names))
+            if g not in exclude:
+                exclude.add(g)
+                out.append(g)
+        return out
+
+    # --- multi-turn: walk, Merge, Insert, Split ------------------------------------------------
+
+    def walk(self, rng: PathRng) -> list[int]:
+        """Random walk of up to S steps, uniform over unvisited out-neighbours; retried when too short."""
+        best: list[int] = []
+        for _ in range(_WALK_RETRIES):
+            cur = self.starts[rng.randrange(len(self.starts))]
+            seq, seen = [cur], {cur}
+            for _ in range(self.config.walk_steps):
+                nxt = [g for g in self.out[cur] if g not in seen]
+                if not nxt:
+                    break
+                cur = nxt[rng.randrange(len(nxt))]
+                seq.append(cur)
+                seen.add(cur)
+            if len(seq) > len(best):
+                best = seq
+            if len(best) >= self.config.min_walk_functions:
+                break
+        return best
+
+    def merge(self, rng: PathRng, turns: list[list[int]], ops: list[str]) -> list[list[int]]:
+        """Combine consecutive turns with probability p_merge, keeping order and the per-turn cap."""
+        merged = [list(turns[0])]
+        for turn in turns[1:]:
+            if rng.random() < self.config.p_merge and len(merged[-1]) + len(turn) <= self.config.max_functions_per_turn:
+                merged[-1].extend(turn)
+                ops.append("merge")
+            else:
+                merged.append(list(turn))
+        return merged
+
+    def insert(self, rng: PathRng, turns: list[list[int]], ops: list[str]) -> list[list[int]]:
+        """After a turn's last function f, add a nested out-neighbour of f in the turn or as a later turn."""
+        cfg = self.config
+        used = {f for t in turns for f in t}
+        done, h = 0, 0
+        while h < len(turns) and done < cfg.max_inserts:
+            if rng.random() < cfg.p_insert:
+                options = [c for c in self.nested[turns[h][-1]] if c not in used]
+                if options:
+                    c = options[rng.randrange(len(options))]
+                    later = len(turns) - h - 1
+                    fits = len(turns[h]) < cfg.max_functions_per_turn
+                    if later and (rng.random() < cfg.p_insert_long or not fits):
+                        turns.insert(rng.randint(h + 2, len(turns)), [c])
+                        ops.append("insert_long")
+                    elif fits:
+                        turns[h].append(c)
+                        ops.append("insert_nested")
+                    else:
+                        h += 1
+                        continue
+                    used.add(c)
+                    done += 1
+            h += 1
+        return turns
+
+    def split(self, rng: PathRng, turns: list[PathTurn], ops: list[str]) -> list[PathTurn]:
+        """Add one empty turn before a random turn: that turn's function withheld, or one of its required values."""
+        h = rng.randrange(len(turns))
+        funcs = turns[h].functions
+        with_required = [f for f in funcs if self.required[self.index[f]]]
+        if with_required and rng.random() < self.config.p_miss_param:
+            f = with_required[rng.randrange(len(with_required))]
+            params = self.required[self.index[f]]
+            empty = PathTurn(functions=[], label="miss_param", missing=[f"{f}.{params[rng.randrange(len(params))]}"])
+        else:
+            empty = PathTurn(functions=[], label="miss_func", missing=[funcs[0]])
+        ops.append("split")
+        return turns[:h] + [empty] + turns[h:]
+
+    def _multi_turn(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
+        ops = ["walk"]
+        turns = self.insert(rng, self.merge(rng, [[f] for f in self.walk(rng)], ops), ops)
+        path = [PathTurn(functions=[self.names[f] for f in t]) for t in turns]
+        if rng.random() < self.config.p_split:
+            path = self.split(rng, path, ops)
+        return path, ops, []
+
+
+def _get(obj: Any, key: str) -> Any:
+    return getattr(obj, key, None) if isinstance(obj, FunctionSpec) else obj.get(key)
+
+
+def sample_paths(graph: nx.DiGraph, specs: list[FunctionSpec] | None = None, config: PathConfig | None = None,
+                 seed: int = 0, *, n: int | None = None, start: int = 0) -> Iterator[SignaturePath]:
+    """Lazy, reproducible stream of signature paths (see the module docstring); ``n`` caps it,
+    ``start`` skips to an index (path i is the same whatever the start)."""
+    return PathSampler(graph, specs, config).stream(seed, n=n, start=start)
