@@ -32,7 +32,8 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     structured_outputs: Annotated[bool, Doc(description="send response_format json_schema for translation and judging (keeps small models' JSON valid); off = parse free text")] = True
     temperature: Annotated[float, Doc(description="sampling temperature of first attempts")] = 0.0
     retry_temperature: Annotated[float, Doc(description="temperature of later attempts, so a retry can differ")] = 0.7
-    max_tokens: Annotated[int, Doc(description="completion token limit per teacher call")] = 512
+    max_tokens: Annotated[int, Doc(description="completion token limit per teacher call (rollout steps, reference calls, judge)")] = 512
+    query_max_tokens: Annotated[int, Doc(description="completion token limit for a written user query (a few sentences; keeps a rambling small model fast)")] = 160
     translate_attempts: Annotated[int, Doc(description="tries per translation step (bad JSON, invalid or failing reference calls) before dead-lettering the path")] = 3
     rollout_attempts: Annotated[int, Doc(description="hinted teacher rollouts tried per episode before dead-lettering it (each must pass verification)")] = 2
     answer_retries: Annotated[int, Doc(description="re-asks of one rollout step whose answer cannot be parsed")] = 2
@@ -49,7 +50,7 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for name in ("paths", "single", "multi", "irrelevance", "student_rollouts", "negatives_per_episode"):
             if getattr(self, name) < 0:
                 raise UserInputError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("concurrency", "translate_attempts", "rollout_attempts", "max_steps_per_turn", "max_tokens"):
+        for name in ("concurrency", "translate_attempts", "rollout_attempts", "max_steps_per_turn", "max_tokens", "query_max_tokens"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.paths == 0 and self.single + self.multi + self.irrelevance == 0:

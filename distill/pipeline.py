@@ -33,16 +33,13 @@ class Distiller:
         self.student, self.judge = student, judge or teacher
         self.translator = Translator(teacher, pool, self.prompts, config)
         self.spend = Spend()  # this process's tokens over all paths (dead-lettered ones included)
-        self.outcomes: dict[str, int] = {}
-
-    def _count(self, key: str) -> None:
-        self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
     async def _roll(self, model: Teacher, episode: Episode, hints: list[str | None] | None, system: str, seed: int,
                     temperature: float) -> Rollout:
         cfg = self.cfg
         rollout = await roll_out(
-            model, episode, self.pool, system_prompt=self.prompts.text(system), hints=hints, parse=parse_message,
+            model, episode, self.pool, system_prompt=self.prompts.text("system"),
+            hint_instructions=self.prompts.text(system) if system else "", hints=hints, parse=parse_message,
             seed=seed, temperature=temperature, max_tokens=cfg.max_tokens, max_steps=cfg.max_steps_per_turn,
             answer_retries=cfg.answer_retries, retry_temperature=cfg.retry_temperature)
         self._add(rollout.spend)
@@ -80,7 +77,6 @@ class Distiller:
         records: list[tuple[str, Record]] = [("paths", path), ("episodes", episode), ("trajectories", positive)]
         mode = cfg.negative_mode
         if mode == "none" or cfg.negatives_per_episode == 0:
-            self._count("positive_only")
             return records
         rejected, why = (await self._mined(episode, reference, hints) if mode == "mined"
                          else self._perturbed(episode, reference, positive, rollout))
@@ -89,7 +85,6 @@ class Distiller:
             records.append(("pairs", PreferencePair(id=f"{episode.id}-pair-{k}", episode_id=episode.id,
                                                     chosen=positive, rejected=negative)))
         if not rejected:
-            self._count("no_negative")
             records.append(("dead_letters", DeadLetter(id=f"dl-{path.id}-negative", item_id=f"{path.id}#negative",
                                                        stage="negative", error=why)))
         return records
@@ -105,7 +100,7 @@ class Distiller:
     def _perturbed(self, episode: Episode, reference: list[ReferenceTurn], positive: Trajectory,
                    rollout: Rollout) -> tuple[list[Trajectory], str]:
         rng = random.Random(f"perturb|{episode.id}|{self.cfg.seed}")
-        rules = list(neg.RULES)
+        rules = sorted(neg.RULES)
         rng.shuffle(rules)
         out: list[Trajectory] = []
         tried = []
@@ -125,7 +120,7 @@ class Distiller:
                 continue
             out.append(self._trajectory(f"{episode.id}-neg-{rule}", episode, replay, "negative", positive.teacher,
                                         f"perturbed:{rule}", check, Spend(), [error_type]))
-        return out, f"no perturbation applies ({', '.join(tried)})"
+        return out, f"no perturbation applies ({', '.join(sorted(tried))})"
 
     async def _mined(self, episode: Episode, reference: list[ReferenceTurn],
                      ref_hints: list[str | None]) -> tuple[list[Trajectory], str]:
@@ -136,7 +131,7 @@ class Distiller:
         for k in range(cfg.student_rollouts):
             if len(out) >= cfg.negatives_per_episode:
                 break
-            tries = await self._roll(student, episode, None, "positive_system", cfg.seed + 100 + k, cfg.retry_temperature)
+            tries = await self._roll(student, episode, None, "", cfg.seed + 100 + k, cfg.retry_temperature)
             if verify(tries, episode, reference, cfg.failure_phrases).ok:
                 right += 1
                 continue

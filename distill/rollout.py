@@ -42,10 +42,6 @@ class Rollout(msgspec.Struct, kw_only=True):
     turns: list[TurnLog]
     spend: Spend
 
-    @property
-    def failed(self) -> bool:
-        return any(t.errors for t in self.turns)
-
 
 def reference_hint(turn: EpisodeTurn) -> str:
     """``[Hint]`` content for a turn: the reference calls, or the miss label."""
@@ -87,6 +83,7 @@ async def roll_out(
     pool: ToolPool,
     *,
     system_prompt: str,
+    hint_instructions: str,
     hints: list[str | None] | None,
     parse: Any,
     seed: int,
@@ -96,12 +93,15 @@ async def roll_out(
     answer_retries: int,
     retry_temperature: float,
 ) -> Rollout:
-    """One full conversation. ``parse(message, specs) -> list[ToolCall]`` raises BadAnswer on garbage."""
+    """One full conversation. ``parse(message, specs) -> list[ToolCall]`` raises BadAnswer on garbage.
+
+    The model sees ``system_prompt`` plus ``hint_instructions``; the stored conversation keeps only
+    ``system_prompt``, so nothing about hints reaches the training data."""
     runtime = fresh_runtime(pool, episode)
     tools = shuffled_tools(episode, seed)
     specs = {t.name: t for t in tools}
     stored: list[Message] = [Message(role="system", content=system_prompt)]
-    sent: list[Message] = list(stored)
+    sent: list[Message] = [Message(role="system", content=f"{system_prompt}\n\n{hint_instructions}" if hint_instructions else system_prompt)]
     spend = Spend()
     logs: list[TurnLog] = []
     hint_texts: list[str] = []

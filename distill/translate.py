@@ -196,14 +196,14 @@ class Translator:
         raise JobFailed(f"{stage}: {last}", stage="translate", attempts=self.cfg.translate_attempts) from last
 
     async def _ask(self, prompt: str, schema: dict[str, Any], name: str, spend: Spend, attempt: int,
-                   history: list[Message]) -> tuple[dict[str, Any], str]:
+                   history: list[Message], max_tokens: int | None = None) -> tuple[dict[str, Any], str]:
         return await ask_json(
             self.teacher, prompt, schema, name=name, spend=spend, structured=self.cfg.structured_outputs,
             temperature=self.cfg.temperature if attempt == 0 else self.cfg.retry_temperature,
-            max_tokens=self.cfg.max_tokens, seed=self.cfg.seed + attempt, history=history)
+            max_tokens=max_tokens or self.cfg.max_tokens, seed=self.cfg.seed + attempt, history=history)
 
     async def _query(self, prompt: str, name: str, spend: Spend, attempt: int, history: list[Message]) -> str:
-        obj, text = await self._ask(prompt, QUERY_SCHEMA, name, spend, attempt, history)
+        obj, text = await self._ask(prompt, QUERY_SCHEMA, name, spend, attempt, history, self.cfg.query_max_tokens)
         query = obj.get("query")
         if not isinstance(query, str) or len(query.strip()) < 3:
             raise BadAnswer(f"{name}: empty query: {quote(text)!r}", text=text)

@@ -234,13 +234,17 @@ def bfcl_function(spec: FunctionSpec) -> dict[str, Any]:
     return doc
 
 
-def bfcl_call(call: ToolCall) -> str:
-    """``name(a=1, b='x')``: keyword arguments, values as Python literals (ast.literal_eval-able)."""
+def bfcl_call(call: ToolCall) -> str | None:
+    """``name(a=1, b='x')``: keyword arguments, values as Python literals (ast.literal_eval-able).
+    None when the names cannot be written as a Python call (BFCL parses these with ast)."""
+    if not all(part.isidentifier() for part in call.name.split(".")) or not all(k.isidentifier() for k in call.arguments):
+        return None
     return f"{call.name}({', '.join(f'{k}={v!r}' for k, v in call.arguments.items())})"
 
 
-def bfcl_entry(traj: Trajectory) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(prompt entry, ground-truth entry): one question and one list of calls per user turn."""
+def bfcl_entry(traj: Trajectory) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(prompt entry, ground-truth entry): one question and one list of calls per user turn;
+    None when a call has a name BFCL's call syntax cannot express."""
     questions: list[list[dict[str, str]]] = []
     answers: list[list[str]] = []
     system: list[dict[str, str]] = []
@@ -252,7 +256,10 @@ def bfcl_entry(traj: Trajectory) -> tuple[dict[str, Any], dict[str, Any]]:
             answers.append([])
             system = []
         elif msg.role == "assistant" and questions:
-            answers[-1].extend(bfcl_call(c) for c in msg.tool_calls)
+            calls = [bfcl_call(c) for c in msg.tool_calls]
+            if None in calls:
+                return None
+            answers[-1].extend(calls)
     prompt = {"id": traj.id, "question": questions, "function": [bfcl_function(s) for s in traj.tools]}
     return prompt, {"id": traj.id, "ground_truth": answers}
 
@@ -280,6 +287,7 @@ def _records(run_dir: Path, kind: str, polarity: str, damaged: list[Corruption])
 
 
 def _write_jsonl(path: Path, records: Iterator[Any], convert: Callable[[Any], dict | None]) -> tuple[int, int]:
+    """Convert and write each record; a None from ``convert`` is counted as skipped."""
     written = skipped = 0
     with _atomic_output(path) as f:
         for rec in records:
@@ -292,30 +300,40 @@ def _write_jsonl(path: Path, records: Iterator[Any], convert: Callable[[Any], di
     return written, skipped
 
 
-def _export_bfcl(out: Path, records: Iterator[Trajectory]) -> int:
-    n = 0
+def _export_bfcl(out: Path, records: Iterator[Trajectory]) -> tuple[int, int]:
+    written = skipped = 0
     with _atomic_output(out / BFCL_FILE) as prompts, _atomic_output(out / "possible_answer" / BFCL_FILE) as truths:
         for traj in records:
-            prompt, truth = bfcl_entry(traj)
-            prompts.write(orjson.dumps(prompt) + b"\n")
-            truths.write(orjson.dumps(truth) + b"\n")
-            n += 1
-    return n
+            entry = bfcl_entry(traj)
+            if entry is None:
+                skipped += 1
+                continue
+            prompts.write(orjson.dumps(entry[0]) + b"\n")
+            truths.write(orjson.dumps(entry[1]) + b"\n")
+            written += 1
+    return written, skipped
 
 
-def _save_to_disk(out: Path) -> Path:
+def _datasets_module():
     try:
         import datasets
     except ImportError:
-        raise UserInputError("--save-to-disk needs the `datasets` package: pip install datasets (train.jsonl alone needs nothing)") from None
+        raise UserInputError("--save-to-disk needs the `datasets` package: pip install datasets (or drop --save-to-disk)") from None
+    return datasets
+
+
+def _save_to_disk(out: Path) -> Path:
     target = out / "arrow"
-    datasets.Dataset.from_json(str(out / "train.jsonl")).save_to_disk(str(target))
+    _datasets_module().Dataset.from_json(str(out / "train.jsonl")).save_to_disk(str(target))
     return target
 
 
 def export(run_dir: Path, fmt: str, out: Path, *, kind: str = "trajectories", polarity: str = "positive",
            save_to_disk: bool = False) -> dict[str, Any]:
-    """Export one kind of a run; returns a summary (rows written, rows skipped, damaged spans)."""
+    """Export one kind of a run; returns a summary (rows written, rows skipped, damaged spans).
+
+    Skipped: pairs without an assistant turn where they differ (preference formats), and for
+    BFCL trajectories whose call or argument names are not Python identifiers."""
     if not (run_dir / MANIFEST).is_file() and not shard_files(run_dir / kind):
         raise UserInputError(f"{run_dir} is not a magnet run directory (no {MANIFEST}); pass the --out of a generate run")
     if fmt not in FORMATS:
@@ -324,17 +342,18 @@ def export(run_dir: Path, fmt: str, out: Path, *, kind: str = "trajectories", po
         raise UserInputError(f"--kind {kind!r} cannot be exported; choose trajectories or pairs")
     if save_to_disk and fmt != "hf":
         raise UserInputError("--save-to-disk only applies to --format hf")
+    if save_to_disk:
+        _datasets_module()  # fail before writing anything
     if fmt in ("hf", "bfcl") and out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file; --format {fmt} writes a folder: pass a folder path")
     if fmt in ("openai", "sharegpt") and out.is_dir():
         raise UserInputError(f"--out {out} is a folder; --format {fmt} writes one JSONL file: pass a file path")
     damaged: list[Corruption] = []
     records = _records(run_dir, kind, polarity, damaged)
-    skipped = 0
     if fmt == "bfcl":
         if kind != "trajectories":
             raise UserInputError("--format bfcl exports trajectories (BFCL has no preference pairs); drop --kind pairs")
-        written = _export_bfcl(out, records)
+        written, skipped = _export_bfcl(out, records)
         files = [out / BFCL_FILE, out / "possible_answer" / BFCL_FILE]
     else:
         pairs = kind == "pairs"
@@ -352,7 +371,7 @@ def export(run_dir: Path, fmt: str, out: Path, *, kind: str = "trajectories", po
         "format": fmt,
         "kind": kind,
         "written": written,
-        "skipped_no_divergence": skipped,
+        "skipped": skipped,
         "damaged_spans": [c.describe() for c in damaged],
         "files": [str(p) for p in files],
     }
@@ -374,6 +393,7 @@ def main(argv: list[str]) -> int:
                      save_to_disk=args.save_to_disk)
     for line in summary["damaged_spans"]:
         print(f"magnet export: warning: skipped {line}", file=sys.stderr)
-    extra = f", skipped {summary['skipped_no_divergence']} pairs that do not differ at an assistant turn" if summary["skipped_no_divergence"] else ""
+    why = "BFCL cannot name their calls" if args.format == "bfcl" else "they do not differ at an assistant turn"
+    extra = f", skipped {summary['skipped']} ({why})" if summary["skipped"] else ""
     print(f"wrote {summary['written']} {args.kind} to {', '.join(summary['files'])}{extra}")
     return 0

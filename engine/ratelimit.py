@@ -6,7 +6,8 @@ reply the estimate is trued up with the real usage. Limits come from the config 
 from ``x-ratelimit-*`` response headers (the lower one wins). Concurrency adapts AIMD
 style within [1, max_concurrency]: halved once per 429 episode, +1 per window of successes.
 
-A 429 pauses *every* sender until its Retry-After has passed, so a retry re-enters here and
+Until the first reply arrives only one request is in flight, so limits announced in headers
+are known before the first burst. A 429 pauses *every* sender until its Retry-After has passed, so a retry re-enters here and
 waits like any new request: nothing is retried blindly below the limiter.
 
 The fast path (a slot free, budget available, nobody queued) takes no lock and never yields.
@@ -112,7 +113,9 @@ class Limiter:
         self.output = TokenBucket(tpm_out, now) if tpm_out else None
         self.max_concurrency = max(1, int(max_concurrency))
         self.concurrency = float(self.max_concurrency)  # AIMD state; `slots` is its integer part
-        self.slots = self.max_concurrency
+        # One request goes first and alone: its reply may carry the limits, which a blind burst
+        # of max_concurrency requests would overrun before learning them.
+        self.slots = 1
         self.in_flight = 0
         self.paused_until = 0.0
         self._next_decrease = 0.0
@@ -165,6 +168,7 @@ class Limiter:
     def release(self, est_in: int = 0, est_out: int = 0, used_in: int | None = None, used_out: int | None = None) -> None:
         """Free the slot; true up token reservations with real usage (None = not charged: refund)."""
         self.in_flight -= 1
+        self.slots = int(self.concurrency)
         if self.tokens is not None:
             self.tokens.level += (est_in + est_out) - ((used_in or 0) + (used_out or 0))
             self.tokens.clamp(self.tokens.capacity)

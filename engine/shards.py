@@ -10,9 +10,10 @@ so a reader that meets a bad frame would have to try every byte offset. With the
 resync is ``bytes.find(SYNC)`` followed by the length and CRC checks, which reject the rare
 false hits (the marker bytes inside a payload) with probability 1 - 2^-32. The marker starts
 and ends with 0xC1, a byte msgpack never emits as a type tag and UTF-8 never contains, so
-hits inside ordinary records are rarer still. When only a payload is damaged (its length is
-intact) the reader first tries the frame right after it, so a payload that happens to embed
-frame-shaped bytes cannot pull it off track.
+hits inside ordinary records are rarer still. When a damaged frame's length still points at a
+valid frame, that frame is preferred over a hit inside the damaged payload unless the hit
+chains up to it (see ``_resync``), so neither a damaged length nor a payload embedding
+frame-shaped bytes makes the reader skip good frames or yield ghosts.
 
 A bad frame followed by a valid one is *corruption*: reported with file and byte offset,
 skipped, and everything after it is still read. Bad bytes with no valid frame after them are
@@ -129,18 +130,34 @@ def _frame_at(win: _Window, pos: int) -> tuple[bytes | None, str, int]:
     return payload, "", length
 
 
+def _chain_reaches(win: _Window, pos: int, target: int) -> bool:
+    """Do valid frames follow each other from ``pos`` exactly to ``target``?"""
+    while pos < target:
+        payload, _, length = _frame_at(win, pos)
+        if payload is None:
+            return False
+        pos += FRAME_OVERHEAD + length
+    return pos == target
+
+
 def _resync(win: _Window, pos: int, length: int) -> int:
-    """Offset of the next valid frame after the bad one at ``pos``, or -1 if none."""
-    if length >= 0:  # header intact, payload damaged: the next frame most likely follows it
-        nxt = pos + FRAME_OVERHEAD + length
-        if _frame_at(win, nxt)[0] is not None:
-            return nxt
+    """Offset of the next valid frame after the bad one at ``pos``, or -1 if none.
+
+    Two candidates: the first valid frame a scan finds after ``pos``, and, when the bad
+    frame's header was readable, the offset its length points to. They disagree only when
+    the scan lands inside the bad frame's claimed payload: either its length was damaged
+    (then the frames found by the scan chain up exactly to the pointed offset: keep them) or
+    the payload embeds frame-shaped bytes (they do not chain up: skip the whole payload).
+    """
+    pointed = pos + FRAME_OVERHEAD + length if length >= 0 else -1
+    if pointed >= 0 and _frame_at(win, pointed)[0] is None:
+        pointed = -1
     cand = win.find(SYNC, pos + 1)
-    while cand >= 0:
+    while cand >= 0 and (pointed < 0 or cand < pointed):
         if _frame_at(win, cand)[0] is not None:
-            return cand
+            return cand if pointed < 0 or _chain_reaches(win, cand, pointed) else pointed
         cand = win.find(SYNC, cand + 1)
-    return -1
+    return pointed
 
 
 def _check_header(path: Path, head: bytes) -> None:
@@ -172,7 +189,20 @@ def iter_frames(path: Path, on_corrupt: OnCorrupt | None = None) -> Iterator[tup
             return
         win = _Window(f, size)
         pos = len(HEADER)
+        unpack, crc32 = _FRAME_HEAD.unpack_from, zlib.crc32
         while pos < size:
+            # Fast path: a whole, valid frame inside the current window (nearly every frame).
+            rel = pos - win.start
+            buf = win.buf
+            if 0 <= rel and rel + FRAME_OVERHEAD <= len(buf):
+                sync, length, crc = unpack(buf, rel)
+                end = rel + FRAME_OVERHEAD + length
+                if sync == SYNC and end <= len(buf):
+                    payload = buf[rel + FRAME_OVERHEAD : end]
+                    if crc32(payload) == crc:
+                        yield pos, payload
+                        pos += FRAME_OVERHEAD + length
+                        continue
             payload, reason, length = _frame_at(win, pos)
             if payload is not None:
                 yield pos, payload
@@ -231,7 +261,8 @@ class ShardWriter:
         self._disk_end = 0  # bytes of the current file that the OS has
         self._buf = bytearray()
         self._closed_segments: list[tuple[int, Path, int, bytearray]] = []  # rotated-away files not yet written out
-        self._unsynced: list[int] = []  # fds written since the last sync
+        self._unsynced: list[Path] = []  # rotated-away files written out (and closed) but not fsynced
+        self._dirty = False  # the current file was written since the last sync
         self._broken: ShardWriteError | None = None
         self._new_file = False  # a file was created since the last sync: fsync the folder entry too
 
@@ -295,25 +326,30 @@ class ShardWriter:
         """Hand every buffered frame to the OS, oldest file first."""
         if self._broken:
             raise self._broken
-        for fd, path, disk_end, buf in self._closed_segments:
-            self._write(fd, path, disk_end, buf)
         while self._closed_segments:
-            fd = self._closed_segments.pop(0)[0]
-            if fd not in self._unsynced:
-                os.close(fd)
+            fd, path, disk_end, buf = self._closed_segments[0]
+            self._write(fd, path, disk_end, buf)
+            self._closed_segments.pop(0)
+            os.close(fd)  # reopened by path for fsync: keeps open files bounded however many rotations
+            self._unsynced.append(path)
         if self._buf:
             self._write(self._fd, self._path, self._disk_end, self._buf)
             self._disk_end += len(self._buf)
             self._buf = bytearray()
+            self._dirty = True
 
     def sync(self) -> None:
         """fsync every file written since the last sync (after ``write_out``)."""
-        current = self._fd
-        for fd in self._unsynced:
-            os.fsync(fd)
-            if fd != current:
+        while self._unsynced:
+            fd = os.open(self._unsynced[0], os.O_RDONLY)  # fsync flushes the file, whichever fd names it
+            try:
+                os.fsync(fd)
+            finally:
                 os.close(fd)
-        self._unsynced = []
+            self._unsynced.pop(0)
+        if self._dirty:
+            os.fsync(self._fd)
+            self._dirty = False
         if self._new_file:
             fsync_dir(self.folder)
             self._new_file = False
@@ -329,7 +365,7 @@ class ShardWriter:
             if not self._broken:
                 self.flush(fsync=fsync)
         finally:
-            for fd in {seg[0] for seg in self._closed_segments} | set(self._unsynced) | {self._fd}:
+            for fd in [seg[0] for seg in self._closed_segments] + [self._fd]:
                 if fd >= 0:
                     os.close(fd)
             self._closed_segments, self._unsynced, self._fd = [], [], -1
@@ -365,8 +401,6 @@ class ShardWriter:
             raise self._broken from err
         finally:
             view.release()
-        if fd not in self._unsynced:
-            self._unsynced.append(fd)
 
 
 def fsync_dir(folder: Path) -> None:

@@ -9,7 +9,9 @@ order sees the same faults. ``script`` forces the outcome of the first requests 
 ``ok``, ``429``, ``5xx``, ``timeout`` (hang until the client gives up), ``html`` (an HTML
 error page), ``badjson`` (a cut JSON body), ``nofields`` (JSON without ``choices``),
 ``length`` (finish_reason=length), ``cut`` (the connection drops mid-body), ``filter``
-(finish_reason=content_filter), ``badargs`` (tool call arguments that are not JSON).
+(finish_reason=content_filter), ``badargs`` (tool call arguments that are not JSON), ``401``
+(an auth error that echoes the bearer token back, as a careless proxy might: clients must not
+repeat it).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from engine import wire
 from engine.errors import BadAnswer, UserInputError
 from engine.teachers.sim import SimTeacher
 
-OUTCOMES = ("ok", "429", "5xx", "timeout", "html", "badjson", "nofields", "length", "cut", "filter", "badargs")
+OUTCOMES = ("ok", "429", "5xx", "timeout", "html", "badjson", "nofields", "length", "cut", "filter", "badargs", "401")
 _JSON = "application/json"
 _HTML_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
 
@@ -71,7 +73,7 @@ class _State:
         self.script = deque(faults.script)
         self.window: deque[float] = deque()  # arrival times of requests admitted by the rate limit
         self.counts = dict.fromkeys(OUTCOMES, 0)
-        self.arrivals: list[float] = []  # time.monotonic() of every chat request
+        self.arrivals: deque[float] = deque(maxlen=100_000)  # time.monotonic() of recent chat requests
         self.closing = asyncio.Event()
         self.serial = 0
 
@@ -136,6 +138,9 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     state.arrivals.append(now)
     kind, wait = state.outcome(now)
     state.counts[kind] += 1
+    if kind == "401":
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        return _error(401, "invalid_api_key", f"Incorrect API key provided: {token}.", headers={})
     if kind == "429":
         headers = state.limit_headers(now) | {"retry-after": str(max(1, math.ceil(wait))), "retry-after-ms": str(max(1, round(wait * 1000)))}
         return _error(429, "rate_limit_exceeded", "Rate limit reached for requests; please retry after the given time.", headers)
@@ -200,7 +205,7 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _stats(request: web.Request) -> web.Response:
     state = request.app[_STATE]
-    return web.Response(body=orjson.dumps({"counts": state.counts, "arrivals": state.arrivals}), content_type=_JSON)
+    return web.Response(body=orjson.dumps({"counts": state.counts, "arrivals": list(state.arrivals)}), content_type=_JSON)
 
 
 def build_app(faults: Faults) -> web.Application:

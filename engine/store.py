@@ -11,9 +11,9 @@ Guarantees, and how they are kept:
   implies its records are on disk, whether the process is killed (-9) or the disk fails; an
   item whose marker did not make it is simply run again, and its records that did make it
   are skipped as duplicates.
-* Throughput: records are buffered and written out when ``buffer_bytes`` pile up or every
-  ``flush_interval`` seconds (checked on each put), never fsynced per record.
-  ``durability`` picks when to fsync: ``"interval"`` (each write-out, the default),
+* Throughput: records are buffered and handed to the OS when ``buffer_bytes`` pile up and
+  every ``flush_interval`` seconds (checked on each put), never fsynced per record.
+  ``durability`` picks when to fsync: ``"interval"`` (every ``flush_interval``, the default),
   ``"commit"`` (write out and fsync every commit: slow, for tiny runs) or ``"close"``
   (only on ``flush``/``close``: survives kill -9 but not power loss).
 * A failed disk write raises ``StoreWriteError`` naming the run directory; what was written
@@ -257,7 +257,7 @@ class RunStore:
         ids.add(record.id)
         if kind == "dead_letters":
             self._dead_items.add(record.item_id)
-        self._maybe_flush()
+        self.maybe_flush()
         return True
 
     def commit(self, item_id: str, records: Iterable[tuple[str, Record]]) -> None:
@@ -294,8 +294,20 @@ class RunStore:
         """Write out every buffered record and fsync: everything put so far is durable."""
         self._write_out(fsync=True)
 
+    def maybe_flush(self) -> None:
+        """Write out if the buffer is full or ``flush_interval`` has passed. ``put`` calls it;
+        call it from a timer too when puts can be minutes apart (slow teachers)."""
+        # A full buffer only goes to the OS (enough to survive kill -9); fsync, the expensive
+        # part, happens at most once per flush_interval.
+        if time.monotonic() - self._last_flush >= self.flush_interval:
+            self._write_out(fsync=self.durability != "close")
+        elif self._pending >= self.buffer_bytes:
+            self._write_out(fsync=False, timed=False)
+
     def write_manifest(self, extra: dict | None = None) -> None:
-        self._check_writable()
+        """Write out buffered records, then replace the manifest (counts then match the shards);
+        ``extra`` (secrets removed) is merged into its ``extra`` section."""
+        self._write_out(fsync=self.durability != "close")
         manifest = read_manifest(self.run_dir) or {}
         data = {
             "manifest_version": MANIFEST_VERSION,
@@ -420,11 +432,7 @@ class RunStore:
         else:
             log.warning("%s; the records after it are kept", c.describe())
 
-    def _maybe_flush(self) -> None:
-        if self._pending >= self.buffer_bytes or time.monotonic() - self._last_flush >= self.flush_interval:
-            self._write_out(fsync=self.durability != "close")
-
-    def _write_out(self, *, fsync: bool) -> None:
+    def _write_out(self, *, fsync: bool, timed: bool = True) -> None:
         self._check_writable()
         path = None
         try:
@@ -445,7 +453,8 @@ class RunStore:
             raise self._fail(err, err.path) from err
         except OSError as err:
             raise self._fail(err, path or self.run_dir) from err
-        self._last_flush = time.monotonic()
+        if timed:
+            self._last_flush = time.monotonic()
         self._pending = 0
 
     def _fail(self, err: OSError, path: Path) -> StoreWriteError:

@@ -7,9 +7,9 @@ convention) or by setting the attributes named in the dict, and ``snapshot()`` r
 public attributes. Definition errors (missing type hints, unserializable defaults, duplicate
 names, no docstring) raise ``UserInputError`` naming the class, function and field.
 
-BFCL's eight multi-turn classes (``graph.bfcl_tools``) and OpenAI-style JSON specs whose
-execution is simulated (``graph.spec_tools``) are re-exported here so every adapter has one
-import path.
+BFCL's eight multi-turn classes (``graph.bfcl_tools``, built on ``PythonToolkit``) and
+OpenAI-style JSON specs whose execution is simulated (``graph.spec_tools``) are reachable from
+here too, so every adapter has one import path; they load on first use.
 """
 
 from __future__ import annotations
@@ -24,37 +24,30 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 from engine.errors import UserInputError
-from graph.bfcl_tools import BFCL_CLASSES, bfcl_pool, bfcl_toolkits, rename_map, rewrite_descriptions
-from graph.spec_tools import SpecToolkit, spec_toolkit
-from graph.toolkit import Entry, Toolkit, ToolError, introspect, jsonable
+from graph.toolkit import Entry, Toolkit, ToolError, introspect, jsonable, public_state
 
-__all__ = [
-    "BFCL_CLASSES", "PythonToolkit", "SpecToolkit", "bfcl_pool", "bfcl_toolkits", "public_state", "rename_map",
-    "rewrite_descriptions", "spec_toolkit", "toolkit_from_class", "toolkit_from_module",
-]
+# Re-exports resolved on first access (PEP 562): graph.bfcl_tools builds on PythonToolkit below.
+_LAZY = {
+    "BFCL_CLASSES": "graph.bfcl_tools", "bfcl_pool": "graph.bfcl_tools", "bfcl_toolkits": "graph.bfcl_tools",
+    "rename_map": "graph.bfcl_tools", "rewrite_descriptions": "graph.bfcl_tools",
+    "SpecToolkit": "graph.spec_tools", "spec_toolkit": "graph.spec_tools",
+}
+__all__ = ["PythonToolkit", "api_error", "public_state", "toolkit_from_class", "toolkit_from_module", *_LAZY]
 
 
-def public_state(obj: Any) -> dict[str, Any]:
-    """The public attributes of an object as JSON (what a state-based check compares)."""
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    def convert(value: Any, seen: frozenset[int]) -> Any:
-        if isinstance(value, (str, int, float, bool)) or value is None:
-            return value
-        if id(value) in seen:  # back-references (a folder's parent) would recurse forever
-            return None
-        seen = seen | {id(value)}
-        if isinstance(value, dict):
-            return {str(k): convert(v, seen) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [convert(v, seen) for v in value]
-        if isinstance(value, (set, frozenset)):
-            return sorted((convert(v, seen) for v in value), key=repr)
-        if hasattr(value, "__dict__"):
-            return {k: convert(v, seen) for k, v in vars(value).items() if not k.startswith("_") and k != "parent"}
-        return str(value)
 
-    return {k: convert(v, frozenset({id(obj)})) for k, v in vars(obj).items()
-            if not k.startswith("_") and not callable(v)}
+def api_error(out: Any) -> str | None:
+    """The message of a failure returned BFCL-style ({"error": "..."}, or a list holding only that)."""
+    if isinstance(out, list) and len(out) == 1:
+        out = out[0]
+    if isinstance(out, dict) and set(out) == {"error"}:
+        return str(out["error"])
+    return None
 
 
 class PythonToolkit(Toolkit):
@@ -66,14 +59,12 @@ class PythonToolkit(Toolkit):
     def __init__(self, state: dict[str, Any] | None = None, seed: int = 0):
         self.seed = seed
         self.obj = self.target()
-        self.initial_state = copy.deepcopy(state or {})
-        if state:
-            if hasattr(self.obj, "_load_scenario"):
-                self.obj._load_scenario(copy.deepcopy(state))
-            else:
-                for key, value in copy.deepcopy(state).items():
-                    setattr(self.obj, key, value)
-        self.state = self.initial_state
+        self.initial_state = jsonable(state or {})
+        if hasattr(self.obj, "_load_scenario"):  # BFCL's convention; it fills in its own defaults
+            self.obj._load_scenario(copy.deepcopy(state or {}))
+        else:
+            for key, value in copy.deepcopy(state or {}).items():
+                setattr(self.obj, key, value)
 
     @classmethod
     def build_catalog(cls):  # type: ignore[override]
@@ -81,10 +72,15 @@ class PythonToolkit(Toolkit):
 
     def invoke(self, entry: Entry, arguments: dict[str, Any]) -> Any:
         out = getattr(self.obj, entry.method)(**arguments)
-        # The BFCL convention, common in hand-written tools: failures come back as {"error": "..."}.
-        if isinstance(out, dict) and set(out) == {"error"}:
-            raise ToolError(str(out["error"]))
+        message = api_error(out)
+        if message is not None:
+            raise ToolError(message)
         return out
+
+    @property
+    def state(self) -> dict[str, Any]:  # type: ignore[override]
+        """The live state is the wrapped object; read it as its public attributes."""
+        return self.snapshot()
 
     def snapshot(self) -> dict[str, Any]:
         return jsonable(public_state(self.obj))

@@ -160,6 +160,8 @@ def parse_adjacency(text: str, target: str, candidates: list[str]) -> list[str]:
     if isinstance(data, dict):
         if target in data:
             value = data[target]
+        elif not data:  # "{}": nothing depends on the target
+            value = []
         elif len(data) == 1:
             value = next(iter(data.values()))
         elif data and all(isinstance(v, bool) for v in data.values()):  # {"candidate": true, ...}

@@ -30,6 +30,7 @@ from msgspec import Meta
 from engine.errors import UserInputError
 from engine.records import FunctionSpec
 
+_ACRONYM_PLURAL = re.compile(r"([A-Z]{2,})s(?![a-z])")  # "IDs", "URLs": not a camel-case boundary
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NON_ALNUM = re.compile(r"[^A-Za-z0-9]+")
 _IDENT = re.compile(r"\b[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+\b|\b[a-z]+(?:[A-Z][a-z0-9]+)+\b")
@@ -37,7 +38,7 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 # Spellings of one concept folded together before comparison.
 _SYNONYMS = {
-    "identifier": "id", "uid": "id", "uuid": "id", "qty": "quantity", "addr": "address",
+    "identifier": "id", "ids": "id", "uid": "id", "uuid": "id", "qty": "quantity", "addr": "address",
     "dest": "destination", "msg": "message", "num": "number", "cost": "amount", "fare": "amount",
     "price": "amount", "amt": "amount", "usr": "user", "img": "image", "pic": "image", "photo": "image",
     "doc": "document", "dir": "directory", "folder": "directory", "filename": "file",
@@ -103,7 +104,7 @@ def _canon(word: str) -> str:
 @lru_cache(maxsize=1 << 16)
 def name_tokens(name: str) -> tuple[str, ...]:
     """``flightIds`` / ``flight_ids`` / ``Flight-IDs`` -> ("flight", "id")."""
-    parts = _NON_ALNUM.split(_CAMEL.sub(" ", name))
+    parts = _NON_ALNUM.split(_CAMEL.sub(" ", _ACRONYM_PLURAL.sub(r"\1", name)))
     return tuple(_canon(p.lower()) for p in parts if p)
 
 
@@ -304,12 +305,13 @@ class Matcher:
         outs, params = self.outputs[f], self.params[g]
         if pairs is None:
             pairs = [(o, p) for o in range(len(outs)) for p in range(len(params))]
-        best, fields, covered, nested = 0.0, [], set(), False
+        best, fields, covered, nested, top = 0.0, [], set(), False, ""
         for o, p in pairs:
             s = self.pair_score(outs[o], params[p])
             if s <= 0.0:
                 continue
-            best = max(best, s)
+            if s > best:
+                best, top = s, f"{outs[o].name}->{params[p].name}"
             if s >= cfg.threshold:
                 fields.append(f"{outs[o].name}->{params[p].name}")
                 covered.add(p)
@@ -323,6 +325,7 @@ class Matcher:
             required = {p for p, field in enumerate(params) if field.required}
             if required and required <= covered:
                 best += cfg.coverage_bonus
+        fields = fields or ([top] if top else [])  # an edge carried by the bonuses still names its best pair
         if g in self._mentions.get(f, ()):
             best = max(best, cfg.mention_score)
             fields = fields or [f"mentions {self.specs[f].name}"]

@@ -65,33 +65,33 @@ def kind_schedule(weights: dict[str, float], counts: dict[str, int] | None = Non
 
 
 _MASK = (1 << 64) - 1
+_LCG_A, _LCG_C = 6364136223846793005, 1442695040888963407  # Knuth's MMIX constants
 
 
 class PathRng:
-    """SplitMix64: a few integer operations per draw and O(1) seeding from (seed, index).
+    """A 64-bit LCG whose high 32 bits drive every draw, seeded in O(1) from (seed, index).
 
-    ``random.Random`` costs ~10 us just to seed (MT19937 fills 624 words), a fifth of the
-    time budget of one path at 20,000 paths/s; paths need a handful of draws each.
+    ``random.Random`` costs ~10 us just to seed (MT19937 fills 624 words), a fifth of a path's
+    time budget at 20,000 paths/s, and each of its draws is several Python calls. The seed is
+    scrambled with the SplitMix64 finaliser so neighbouring indices start far apart.
     """
 
     __slots__ = ("state",)
 
     def __init__(self, seed: int, index: int):
-        self.state = (seed * 0x9E3779B97F4A7C15 + index * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) & _MASK
-        self.next64()
-
-    def next64(self) -> int:
-        self.state = z = (self.state + 0x9E3779B97F4A7C15) & _MASK
+        z = (seed * 0x9E3779B97F4A7C15 + index * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) & _MASK
         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-        return z ^ (z >> 31)
+        self.state = z ^ (z >> 31)
 
     def randrange(self, n: int) -> int:
-        """Uniform in [0, n) by multiply-shift (bias below 2**-40 for any realistic n)."""
-        return (self.next64() * n) >> 64
+        """Uniform in [0, n) for n < 2**32, by multiply-shift of the high bits."""
+        self.state = s = (self.state * _LCG_A + _LCG_C) & _MASK
+        return ((s >> 32) * n) >> 32
 
     def random(self) -> float:
-        return (self.next64() >> 11) * (1.0 / (1 << 53))
+        self.state = s = (self.state * _LCG_A + _LCG_C) & _MASK
+        return (s >> 32) * 2.3283064365386963e-10  # 2**-32
 
     def randint(self, lo: int, hi: int) -> int:
         return lo + self.randrange(hi - lo + 1)
@@ -108,8 +108,9 @@ class PathRng:
             pool[i], pool[j] = pool[j], pool[i]
         return pool[:k]
 
-    def getrandbits(self, k: int) -> int:
-        return self.next64() >> (64 - k)
+    def getrandbits32(self) -> int:
+        self.state = s = (self.state * _LCG_A + _LCG_C) & _MASK
+        return s >> 32
 
 
 class PathSampler:
@@ -135,6 +136,8 @@ class PathSampler:
         for i, tk in enumerate(self.toolkit):
             groups.setdefault(tk, []).append(i)
         self.by_toolkit = {tk: tuple(ids) for tk, ids in groups.items()}
+        self.toolkits = tuple(self.by_toolkit)
+        self.toolkit_of = dict(zip(self.names, self.toolkit))
         self.builders = {"single": self._single, "parallel": self._parallel, "multiple": self._multiple,
                          "parallel_multiple": self._parallel_multiple, "multi_turn": self._multi_turn,
                          "irrelevance": self._irrelevance}
@@ -167,12 +170,14 @@ class PathSampler:
         """Path ``index`` of kind ``kind`` in the stream of ``seed``: depends on nothing else."""
         rng = PathRng(seed, index)
         turns, ops, distractors = self.builders[kind](rng)
-        used = {f for t in turns for f in t.functions} | set(distractors)
-        if kind == "irrelevance":  # the episode exposes only the distractors' toolkits
-            used = set(distractors)
-        toolkits = sorted({self.toolkit[self.index[f]] for f in used} - {""})
-        return SignaturePath(id=f"{kind}-{seed}-{index}", kind=kind, turns=turns, ops=ops, seed=rng.getrandbits(32),
-                             toolkits=toolkits, distractors=distractors)
+        tk = self.toolkit_of
+        # An irrelevance episode exposes only the distractors' toolkits.
+        toolkits = {tk[f] for f in distractors} if kind == "irrelevance" else {tk[f] for t in turns for f in t.functions}
+        if kind == "multiple":
+            toolkits.update(tk[f] for f in distractors)
+        toolkits.discard("")
+        return SignaturePath(id=f"{kind}-{seed}-{index}", kind=kind, turns=turns, ops=ops, seed=rng.getrandbits32(),
+                             toolkits=sorted(toolkits), distractors=distractors)
 
     # --- single-turn kinds ---------------------------------------------------------------
 
@@ -214,16 +219,19 @@ class PathSampler:
     def _pick_far(self, rng: PathRng, f: int, k: int) -> list[int]:
         """k functions that cannot serve a request for f: other toolkits, never f's neighbours."""
         exclude = {f, *self.out[f]}
-        others = [tk for tk in self.by_toolkit if tk != self.toolkit[f]]
+        own = self.toolkit[f]
         picked: list[int] = []
-        for _ in range(4 * k):
-            if len(picked) >= k or not others:
+        for _ in range(4 * k if len(self.by_toolkit) > 1 else 0):
+            if len(picked) >= k:
                 break
-            g = rng.choice(self.by_toolkit[rng.choice(others)])
-            if g not in exclude:
+            tk = self.toolkits[rng.randrange(len(self.toolkits))]
+            g = rng.choice(self.by_toolkit[tk])
+            if tk != own and g not in exclude:
                 exclude.add(g)
                 picked.append(g)
-        return picked + self._sample_excluding(rng, k - len(picked), exclude)
+        picked += self._sample_excluding(rng, k - len(picked), exclude)
+        # Tiny pools: any other function is still not the requested one.
+        return picked + self._sample_excluding(rng, k - len(picked), {f, *picked})
 
     def _sample_excluding(self, rng: PathRng, k: int, exclude: set[int]) -> list[int]:
         """Up to k uniform functions outside ``exclude`` (rejection sampling: the pool may be huge)."""

@@ -17,12 +17,13 @@ Three jobs, all pure functions:
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import math
 import re
 import types
 import typing
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, NamedTuple, Union, get_args, get_origin
 
 from engine.errors import UserInputError
 
@@ -70,7 +71,7 @@ def type_schema(tp: Any, where: str) -> dict[str, Any]:
         if len(rest) == 1:
             return type_schema(rest[0], where)
         return {"anyOf": [type_schema(a, where) for a in rest]}
-    if origin in (list, tuple, set, frozenset) or origin is typing.Sequence:
+    if origin in (list, tuple, set, frozenset, collections.abc.Sequence):
         item = args[0] if args and args[0] is not Ellipsis else Any
         schema: dict[str, Any] = {"type": "array"}
         item_schema = type_schema(item, where)
@@ -98,7 +99,7 @@ def typeddict_schema(td: type, where: str) -> dict[str, Any]:
     for field, hint in hints.items():
         sub = type_schema(hint, f"{where}.{field}")
         if field in docs:
-            sub = {**sub, "description": docs[field]}
+            sub = {**sub, "description": docs[field][1]}
         props[field] = sub
     required = sorted(getattr(td, "__required_keys__", hints.keys()))
     return {"type": "object", "properties": props, "required": [r for r in props if r in required]}
@@ -110,9 +111,9 @@ _SECTION_RE = re.compile(r"^(Args|Arguments|Parameters|Returns|Return|Yields|Rai
 _FIELD_RE = re.compile(r"^(\*{0,2}\w+)\s*(?:\(([^)]*)\))?\s*:\s*(.*)$")
 
 
-def parse_field_lines(text: str) -> dict[str, str]:
-    """``name (type): description`` lines (continuations indented deeper) -> {name: description}."""
-    out: dict[str, str] = {}
+def parse_field_lines(text: str) -> dict[str, tuple[str, str]]:
+    """``name (type): description`` lines (continuations indented deeper) -> {name: (type, description)}."""
+    out: dict[str, tuple[str, str]] = {}
     current: str | None = None
     base_indent: int | None = None
     for raw in text.splitlines():
@@ -124,16 +125,33 @@ def parse_field_lines(text: str) -> dict[str, str]:
         if m and (base_indent is None or indent <= base_indent):
             base_indent = indent
             current = m.group(1).lstrip("*")
-            out[current] = m.group(3).strip()
+            out[current] = (m.group(2) or "", m.group(3).strip())
         elif current is not None and base_indent is not None and indent > base_indent:
-            out[current] = f"{out[current]} {line}".strip()
+            kind, desc = out[current]
+            out[current] = (kind, f"{desc} {line}".strip())
         else:
             current = None
     return out
 
 
-def parse_docstring(doc: str) -> tuple[str, dict[str, str], str, dict[str, str]]:
-    """Google-style docstring -> (description, {param: description}, returns text, {field: description})."""
+def doc_type_schema(text: str) -> dict[str, Any]:
+    """Best-effort schema of a docstring type such as ``int``, ``List[str]`` or ``dict`` ({} if unknown)."""
+    word = re.split(r"[\[\s,|]", text.strip().lower(), maxsplit=1)[0]
+    kinds = {"str": "string", "string": "string", "int": "integer", "integer": "integer", "float": "number",
+             "number": "number", "bool": "boolean", "boolean": "boolean", "list": "array", "tuple": "array",
+             "array": "array", "dict": "object", "object": "object"}
+    return {"type": kinds[word]} if word in kinds else {}
+
+
+class Docstring(NamedTuple):
+    description: str
+    params: dict[str, str]  # parameter -> description
+    returns: str  # prose of the Returns: section
+    return_fields: dict[str, tuple[str, str]]  # output field -> (type text, description)
+
+
+def parse_docstring(doc: str) -> Docstring:
+    """Google-style docstring -> summary, parameter descriptions and the Returns: section."""
     sections: dict[str, list[str]] = {"": []}
     name = ""
     for line in inspect.cleandoc(doc or "").splitlines():
@@ -143,14 +161,15 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str], str, dict[str, str]]
             sections.setdefault(name, [])
             continue
         sections.setdefault(name, []).append(line)
-    description = " ".join(" ".join(sections[""]).split())
-    params = parse_field_lines("\n".join(sections.get("Args", [])))
     ret_lines = sections.get("Returns", [])
-    ret_fields = parse_field_lines("\n".join(ret_lines))
-    # Continuation lines of a field are also "prose" by the regex; keep only the lines before the first field.
+    # Prose is what precedes the first "field: description" line of the Returns: section.
     first_field = next((i for i, ln in enumerate(ret_lines) if _FIELD_RE.match(ln.strip())), len(ret_lines))
-    prose = [ln.strip() for ln in ret_lines[:first_field] if ln.strip()]
-    return description, params, " ".join(prose), ret_fields
+    return Docstring(
+        description=" ".join(" ".join(sections[""]).split()),
+        params={k: d for k, (_t, d) in parse_field_lines("\n".join(sections.get("Args", []))).items()},
+        returns=" ".join(ln.strip() for ln in ret_lines[:first_field] if ln.strip()),
+        return_fields=parse_field_lines("\n".join(ret_lines)),
+    )
 
 
 # ----------------------------------------------------------------------------- schema checks

@@ -30,7 +30,7 @@ import msgspec
 
 from engine.errors import UserInputError
 from engine.records import FunctionSpec, ToolCall
-from graph.schema import ArgumentError, parse_docstring, type_schema, validate_arguments
+from graph.schema import ArgumentError, Docstring, doc_type_schema, parse_docstring, type_schema, validate_arguments
 
 
 class ToolResult(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -62,14 +62,35 @@ class Catalog(NamedTuple):
 
 
 def jsonable(value: Any) -> Any:
-    """A deep, JSON-able copy (objects fall back to their attributes, then to ``str``)."""
+    """A deep, JSON-able copy (objects become their public attributes, anything else ``str``)."""
 
     def hook(obj: Any) -> Any:
-        if hasattr(obj, "__dict__"):
-            return {k: v for k, v in vars(obj).items() if not k.startswith("__")}
-        return str(obj)
+        return public_state(obj) if hasattr(obj, "__dict__") else str(obj)
 
     return msgspec.json.decode(msgspec.json.encode(value, enc_hook=hook))
+
+
+def public_state(obj: Any) -> dict[str, Any]:
+    """The public attributes of an object as JSON (what a state-based check compares)."""
+
+    def convert(value: Any, seen: frozenset[int]) -> Any:
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return value
+        if id(value) in seen:  # back-references (a folder's parent) would recurse forever
+            return None
+        seen = seen | {id(value)}
+        if isinstance(value, dict):
+            return {str(k): convert(v, seen) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [convert(v, seen) for v in value]
+        if isinstance(value, (set, frozenset)):
+            return sorted((convert(v, seen) for v in value), key=repr)
+        if hasattr(value, "__dict__"):
+            return {k: convert(v, seen) for k, v in vars(value).items() if not k.startswith("_") and k != "parent"}
+        return str(value)
+
+    return {k: convert(v, frozenset({id(obj)})) for k, v in vars(obj).items()
+            if not k.startswith("_") and not callable(v)}
 
 
 def introspect(target: type, *, toolkit: str, category: str, source: str, exclude: Iterable[str] = ()) -> Catalog:
@@ -78,7 +99,7 @@ def introspect(target: type, *, toolkit: str, category: str, source: str, exclud
     specs: list[FunctionSpec] = []
     entries: dict[str, Entry] = {}
     for attr, member in inspect.getmembers(target, predicate=inspect.isfunction):
-        if attr.startswith("_") or attr in skip:
+        if attr.startswith("_") or attr in skip or isinstance(inspect.getattr_static(target, attr), (staticmethod, classmethod)):
             continue
         spec = function_spec(member, owner=target.__name__, toolkit=toolkit, category=category, source=source)
         specs.append(spec)
@@ -94,8 +115,8 @@ def function_spec(fn: Any, *, owner: str, toolkit: str, category: str, source: s
         hints = typing.get_type_hints(fn, include_extras=True)
     except Exception as exc:  # an unresolvable forward reference is the user's to fix
         raise UserInputError(f"{where}: type hints cannot be resolved ({exc}); import the names they use") from exc
-    description, param_docs, returns_doc, return_fields = parse_docstring(inspect.getdoc(fn) or "")
-    if not description:
+    doc = parse_docstring(inspect.getdoc(fn) or "")
+    if not doc.description:
         raise UserInputError(f"{where}: no docstring; add a one-line description (Google style, with Args:)")
     props: dict[str, Any] = {}
     required: list[str] = []
@@ -106,8 +127,8 @@ def function_spec(fn: Any, *, owner: str, toolkit: str, category: str, source: s
         if pname not in hints:
             raise UserInputError(f"{field}: parameter '{pname}' has no type hint; annotate it (e.g. `{pname}: str`)")
         schema = dict(type_schema(hints[pname], field))
-        if pname in param_docs:
-            schema["description"] = param_docs[pname]
+        if pname in doc.params:
+            schema["description"] = doc.params[pname]
         if param.default is param.empty:
             required.append(pname)
         elif param.default is not None:
@@ -118,23 +139,36 @@ def function_spec(fn: Any, *, owner: str, toolkit: str, category: str, source: s
                     f"{field}: default {param.default!r} is not JSON-serializable; use None, str, number, bool, list or dict"
                 ) from exc
         props[pname] = schema
-    returns: dict[str, Any] | str = returns_doc
-    if "return" in hints and hints["return"] is not type(None):
-        returns = dict(type_schema(hints["return"], f"{where}.<return>"))
-        if returns_doc:
-            returns["description"] = returns_doc
-        for fname, fdoc in return_fields.items():
-            if fname in returns.get("properties", {}):
-                returns["properties"][fname] = {**returns["properties"][fname], "description": fdoc}
     return FunctionSpec(
         name=fn.__name__,
-        description=description,
+        description=doc.description,
         parameters={"type": "object", "properties": props, "required": required},
-        returns=returns,
+        returns=returns_schema(hints.get("return"), doc, where),
         category=category,
         toolkit=toolkit,
         source=source,
     )
+
+
+def returns_schema(hint: Any, doc: Docstring, where: str) -> dict[str, Any] | str:
+    """Output schema: the return annotation, with descriptions (and, for an untyped dict, the
+    fields themselves) from the docstring's Returns: section."""
+    if hint is None or hint is type(None):
+        if not doc.return_fields:
+            return doc.returns
+        schema: dict[str, Any] = {"type": "object"}
+    else:
+        schema = dict(type_schema(hint, f"{where}.<return>"))
+    if doc.returns:
+        schema["description"] = doc.returns
+    props = schema.get("properties")
+    if props is None and schema.get("type") == "object" and doc.return_fields:
+        schema["properties"] = {f: {**doc_type_schema(t), "description": d} for f, (t, d) in doc.return_fields.items()}
+    elif props is not None:
+        for field, (_t, desc) in doc.return_fields.items():
+            if field in props:
+                props[field] = {**props[field], "description": desc}
+    return schema
 
 
 def jsonable_default(value: Any) -> Any:
@@ -210,9 +244,7 @@ class Toolkit:
         try:
             arguments = validate_arguments(entry.spec.parameters, call.arguments)
             return ToolResult(ok=True, output=jsonable(self.invoke(entry, arguments)))
-        except ArgumentError as exc:
-            return ToolResult(ok=False, error=f"{call.name}: {exc}")
-        except ToolError as exc:
+        except (ArgumentError, ToolError) as exc:
             return ToolResult(ok=False, error=f"{call.name}: {exc}")
         except Exception as exc:  # a bug in a tool must not kill a run; it reads as a server error
             return ToolResult(ok=False, error=f"{call.name}: internal error: {type(exc).__name__}: {exc}")

@@ -220,3 +220,17 @@ def test_failed_write_keeps_earlier_frames_and_truncates_the_partial_one(tmp_pat
     writer.close()
     monkeypatch.undo()
     assert list(iter_folder(folder)) == payloads(10)
+
+
+def test_open_files_stay_bounded_across_many_rotations(tmp_path):
+    writer = ShardWriter.open(tmp_path / "k", shard_bytes=256)
+    before = len(os.listdir("/proc/self/fd"))
+    for i, p in enumerate(payloads(400)):
+        writer.append(p)
+        if i % 10 == 0:
+            writer.write_out()  # no sync in between: rotated files must still be closed
+    writer.write_out()
+    assert len(shard_files(tmp_path / "k")) > 100
+    assert len(os.listdir("/proc/self/fd")) <= before + 1
+    writer.close()
+    assert list(iter_folder(tmp_path / "k")) == payloads(400)

@@ -48,6 +48,11 @@ def _key(messages: list[Message]) -> str:
     return hashlib.sha1(raw).hexdigest()
 
 
+def _is_results(message: Message) -> bool:
+    """A message carrying executed calls' outputs (FC: role tool; prompt: BFCL's user message)."""
+    return message.role == "tool" or (message.role == "user" and (message.content or "").startswith("[{'role': 'tool'"))
+
+
 def _first_accepted(options: list[Any], schema: dict[str, Any]) -> tuple[bool, Any]:
     """(present, value) for a parameter: the first accepted value, nested dict answers resolved."""
     for option in options:
@@ -115,6 +120,7 @@ class ReplayTeacher:
         self.ground_truth = dataset.ground_truth
         self.openings: dict[str, list[str]] = {}
         self.lengths: set[int] = set()
+        self.turn_texts: dict[str, list[str | None]] = {}  # multi-turn: the user text opening turns 1..n
         for entry in dataset.entries:
             if categories is not None and category_of(entry["id"]) not in categories:
                 continue
@@ -123,20 +129,25 @@ class ReplayTeacher:
             self.entries[entry["id"]] = entry
             self.openings.setdefault(_key(convo.messages), []).append(entry["id"])
             self.lengths.add(len(convo.messages))
+            if is_multi_turn(category_of(entry["id"])):
+                turns = range(1, len(entry["question"]))
+                self.turn_texts[entry["id"]] = [(convo.turn_messages(t) or [{}])[-1].get("content") for t in turns]
 
     def identify(self, messages: list[Message]) -> dict[str, Any]:
         for n in sorted(self.lengths, reverse=True):
             ids = self.openings.get(_key(messages[:n])) if n <= len(messages) else None
             if ids:
-                return self.entries[ids[0]]  # identical openings: the first entry (see module doc)
+                # Entries may share their first turn (same question, same files): the user
+                # turns seen since tell them apart; if even those agree, the first one answers.
+                later = [m.content for m in messages[n:] if m.role == "user" and not _is_results(m)]
+                fitting = [i for i in ids if self.turn_texts.get(i, [])[: len(later)] == later]
+                return self.entries[(fitting or ids)[0]]
         raise BadAnswer(f"replay: no BFCL entry opens with {wire.quote(messages[0].content or '') if messages else 'nothing'}")
 
     def answer(self, entry: dict[str, Any], messages: list[Message]) -> list[tuple[str, dict[str, Any]]]:
         category = category_of(entry["id"])
         if is_multi_turn(category):
-            last = messages[-1]
-            executed = last.role == "tool" or (last.role == "user" and (last.content or "").startswith("[{'role': 'tool'"))
-            if executed:
+            if _is_results(messages[-1]):
                 return []
             turn = sum(1 for m in messages if m.role == "assistant" and not m.tool_calls and m.content == NO_CALL_TEXT)
             return _multi_turn_calls(entry, self.ground_truth[entry["id"]][turn])

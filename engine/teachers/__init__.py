@@ -18,7 +18,7 @@ from engine.teachers.spec import TeacherConfig, load_config, parse_spec
 __all__ = ["TeacherConfig", "make_teacher", "client_options"]
 
 _CLIENT_FIELDS = ("rpm", "tpm", "tpm_in", "tpm_out", "max_concurrency", "price_in", "price_out", "api_key_env",
-                  "timeout_s", "max_retries", "max_bad_answer_retries")
+                  "timeout_s", "max_retries", "max_bad_answer_retries", "backoff_s")
 
 
 def client_options(config: TeacherConfig) -> dict[str, Any]:

@@ -46,7 +46,7 @@ class OpenAIHTTPTeacher:
     def __init__(self, model: str, base_url: str = DEFAULT_OPENAI_URL, *, api_key_env: str = "OPENAI_API_KEY",
                  rpm: float | None = None, tpm: float | None = None, tpm_in: float | None = None, tpm_out: float | None = None,
                  max_concurrency: int = 64, price_in: float = 0.0, price_out: float = 0.0, timeout_s: float = 120.0,
-                 max_retries: int = 6, max_bad_answer_retries: int = 2, name: str | None = None):
+                 max_retries: int = 6, max_bad_answer_retries: int = 2, backoff_s: float = 0.5, name: str | None = None):
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
@@ -60,7 +60,7 @@ class OpenAIHTTPTeacher:
         self._api_key_env = api_key_env
         self.price_in, self.price_out = price_in, price_out
         self.timeout_s = timeout_s
-        self.max_retries, self.max_bad_answer_retries = max_retries, max_bad_answer_retries
+        self.max_retries, self.max_bad_answer_retries, self.backoff_s = max_retries, max_bad_answer_retries, backoff_s
         self.max_concurrency = max_concurrency
         self.limiter = Limiter(rpm=rpm, tpm=tpm, tpm_in=tpm_in, tpm_out=tpm_out, max_concurrency=max_concurrency)
         self._session: aiohttp.ClientSession | None = None
@@ -95,7 +95,8 @@ class OpenAIHTTPTeacher:
         body = orjson.dumps(payload)
         est_in = len(body) // 4  # ~4 bytes per token: a reservation, trued up from the reply's usage
         return await with_retries(lambda: self._send(body, est_in, max_tokens), max_retries=self.max_retries,
-                                  max_bad_answer_retries=self.max_bad_answer_retries, on_retry=self._log_retry)
+                                  max_bad_answer_retries=self.max_bad_answer_retries, base_s=self.backoff_s,
+                                  on_retry=self._log_retry)
 
     async def _send(self, body: bytes, est_in: int, est_out: int) -> Completion:
         session = self._session

@@ -41,6 +41,7 @@ class TeacherConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, om
     timeout_s: Annotated[float, msgspec.Meta(gt=0, description="seconds before one request counts as timed out")] = 120.0
     max_retries: Annotated[int, msgspec.Meta(ge=0, description="retries after the first attempt for 429, 5xx, timeouts, connection errors")] = 6
     max_bad_answer_retries: Annotated[int, msgspec.Meta(ge=0, description="retries of unparsable, truncated or filtered answers")] = 2
+    backoff_s: Annotated[float, msgspec.Meta(ge=0, description="base of the exponential backoff (full jitter) between retries")] = 0.5
     latency_ms: Annotated[float, msgspec.Meta(ge=0, description="sim only: added delay per answer")] = 0.0
     options: Annotated[dict[str, Any], _doc("backend-specific settings passed through (vllm / hf), e.g. max_model_len")] = {}
 

@@ -12,7 +12,7 @@ import random
 import statistics
 from typing import Any, Literal, TypedDict
 
-from graph.toolkit import Toolkit, require
+from graph.toolkit import Toolkit, ToolError, require
 
 LengthUnit = Literal["mm", "cm", "m", "km", "in", "ft", "yd", "mi"]
 WeightUnit = Literal["mg", "g", "kg", "oz", "lb"]
@@ -98,9 +98,10 @@ class MathToolkit(Toolkit):
         require(not (base < 0 and not float(exponent).is_integer()), "negative base needs an integer exponent")
         require(not (base == 0 and exponent < 0), "zero cannot be raised to a negative power")
         try:
-            return self._done("power", base**exponent)
+            value = base**exponent
         except OverflowError:
-            return _finite(math.inf)
+            raise ToolError("result is too large to represent") from None
+        return self._done("power", value)
 
     def square_root(self, number: float) -> Result:
         """Square root of a number.

@@ -1,0 +1,97 @@
+"""``magnet eval bfcl``: run a model on BFCL through the engine, score it with BFCL's checkers.
+
+    magnet eval bfcl --model vllm:smollm2 --categories all --out runs/bfcl-smollm2
+    magnet eval bfcl --model openai:gpt-4o-mini@https://api.openai.com/v1 --mode fc --categories multi_turn --out DIR
+    magnet eval bfcl --model replay --categories multi_turn --out DIR   # ground-truth replay (fidelity check)
+
+Rerunning the same command resumes: entries already in ``OUT/result`` are not asked again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.bfcl.data import load_dataset
+from engine.errors import UserInputError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="magnet eval bfcl", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="teacher spec (sim, openai:MODEL@URL, vllm:MODEL_OR_DIR, hf:DIR, a .toml) or 'replay'")
+    p.add_argument("--categories", nargs="+", default=["all"], help="categories or collections (all, multi_turn, single_turn, live, non_live, ast)")
+    p.add_argument("--bfcl-version", default="v3", choices=["v3", "v4"], help="v3: the paper's BFCL-v3 (bfcl-eval 2025.6.8); v4: current release")
+    p.add_argument("--bfcl-data", default=None, help="folder with BFCL_<version>_*.json files (default: the installed bfcl-eval's data)")
+    p.add_argument("--mode", default="prompt", choices=["prompt", "fc"], help="prompt: calls as Python text; fc: native tool calls")
+    p.add_argument("--out", required=True, help="run folder: result/ (BFCL's format), score/, report.json, report.md")
+    p.add_argument("--limit", type=int, default=None, help="only the first N entries of each category")
+    p.add_argument("--concurrency", type=int, default=16, help="entries in flight at once")
+    p.add_argument("--max-tokens", type=int, default=1024, help="max tokens per model answer")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature")
+    p.add_argument("--no-progress", action="store_true", help="no live progress display")
+    return p
+
+
+async def _generate(args: argparse.Namespace, dataset: Any, store: Any) -> dict[str, Any]:
+    from bench.bfcl.data import category_of
+    from bench.bfcl.replay import ReplayTeacher
+    from bench.bfcl.runner import EntryRunner, run_entries
+
+    if args.model == "replay":
+        # One replay per category: base and long-context entries share their questions.
+        plan = [(ReplayTeacher(dataset, args.mode, categories=[c]), [e for e in dataset.entries if category_of(e["id"]) == c])
+                for c in dataset.categories]
+    else:
+        from engine.teachers import make_teacher
+
+        # A truncated answer is BFCL's answer too (it just fails to decode): never re-ask.
+        plan = [(make_teacher(args.model, max_bad_answer_retries=0), dataset.entries)]
+    summary: dict[str, Any] = {}
+    for teacher, entries in plan:
+        runner = EntryRunner(teacher, args.mode, max_tokens=args.max_tokens, temperature=args.temperature)
+        try:
+            summary = await run_entries(entries, runner, store, concurrency=args.concurrency, progress=not args.no_progress)
+        finally:
+            runner.close()
+            await teacher.aclose()
+        if summary.get("interrupted"):
+            break
+    return summary
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "bfcl":  # `magnet eval bfcl ...`: the router hands us everything after "eval"
+        argv = argv[1:]
+    args = _parser().parse_args(argv)
+    if args.concurrency < 1:
+        raise UserInputError(f"--concurrency {args.concurrency} must be at least 1")
+    if args.max_tokens < 1:
+        raise UserInputError(f"--max-tokens {args.max_tokens} must be at least 1")
+    from bench.bfcl.report import build_report, to_markdown, write_report
+    from bench.bfcl.runner import ResultFiles
+    from bench.bfcl.scoring import score_results
+    from engine.scheduler import run
+
+    dataset = load_dataset(args.bfcl_version, args.categories, data_dir=args.bfcl_data, limit=args.limit)
+    out = Path(args.out).expanduser()
+    store = ResultFiles(out, dataset, {"model": args.model, "mode": args.mode, "bfcl_version": args.bfcl_version,
+                                       "data": str(dataset.data_dir), "max_tokens": args.max_tokens, "temperature": args.temperature})
+    started = time.monotonic()
+    try:
+        summary = run(_generate(args, dataset, store))
+    finally:
+        store.close()
+    wall = time.monotonic() - started
+    if summary.get("interrupted"):
+        print(f"interrupted; rerun the same command to resume ({len(store.rows)} entries stored in {out / 'result'})")
+        return 130
+    rows = [store.rows[e["id"]] for e in dataset.entries if e["id"] in store.rows]
+    scores = score_results(rows, dataset, args.mode, out / "score")
+    report = build_report(dataset, model=args.model, mode=args.mode, rows=rows, scores=scores, wall_s=wall, run_summary=summary)
+    json_path, md_path = write_report(report, out)
+    print(to_markdown({**report, "entries": []}))
+    print(f"report: {md_path} and {json_path}")
+    return 0

@@ -1,0 +1,32 @@
+"""`magnet bench NAME [ARGS]`: run one benchmark; each writes bench/results/NAME.{json,md}.
+
+Every benchmark is also runnable as `python -m bench.NAME`; this only routes to its ``main``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from engine.errors import UserInputError
+
+BENCHMARKS: dict[str, str] = {
+    "engine_throughput": "client CPU/request, latency-bound wall, rate-limit accuracy vs aiohttp floor and openai SDK",
+    "engine_rss": "RSS while streaming 1,000,000 small jobs through the scheduler and store",
+    "vllm_saturation": "engine tokens/s as a fraction of a saturating plain client against vLLM",
+    "graph_bench": "graph construction time/memory vs pool size; path sampling rate and memory",
+    "distill_bench": "end-to-end paths/s, tokens/path and yields on the simulator (or vLLM)",
+    "train_bench": "mDPO/SFT tokens/s and peak memory vs TRL's DPOTrainer",
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        width = max(map(len, BENCHMARKS))
+        print("usage: magnet bench NAME [ARGS]\n\nbenchmarks:")
+        for name, what in BENCHMARKS.items():
+            print(f"  {name:<{width}}  {what}")
+        return 0
+    name = argv[0]
+    if name not in BENCHMARKS:
+        raise UserInputError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+    return int(importlib.import_module(f"bench.{name}").main(argv[1:]) or 0)

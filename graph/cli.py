@@ -1,0 +1,255 @@
+"""`magnet graph build|show|stats` and `magnet paths sample`.
+
+Each prints a rich summary table; bad input raises UserInputError (the router prints it as one
+line and exits 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from engine.errors import UserInputError
+from engine.records import FunctionSpec
+
+_TOOLKITS_HELP = ("toolkits to pool: builtin (all built-in domains), a built-in toolkit name, bfcl (BFCL's eight "
+                  "multi-turn API classes), a .json file of OpenAI tool specs, or a .py module of tool classes")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UserInputError instead of exiting, so callers (and tests) see one error type."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserInputError(f"{self.prog}: {message}; see `{self.prog} --help`")
+
+
+def load_pool(names: list[str], *, bfcl_rename: bool = False) -> list[FunctionSpec]:
+    """FunctionSpecs of the named toolkits (see --toolkits); unknown names -> UserInputError."""
+    from graph.toolkit import ToolPool
+    from graph.toolkits import builtin_toolkits
+
+    builtins = builtin_toolkits()
+    classes: list[Any] = []
+    for name in names:
+        if name == "builtin":
+            classes += builtins.values()
+        elif name in builtins:
+            classes.append(builtins[name])
+        elif name == "bfcl":
+            from graph.adapters import bfcl_toolkits
+
+            classes += bfcl_toolkits(rename=bfcl_rename)
+        elif name.endswith(".json"):
+            from graph.adapters import spec_toolkit
+
+            classes.append(spec_toolkit(name))
+        elif name.endswith(".py"):
+            from graph.adapters import toolkit_from_module
+
+            if not Path(name).is_file():
+                raise UserInputError(f"--toolkits {name}: no such file; give an existing .py module of tool classes")
+            classes += toolkit_from_module(name)
+        else:
+            raise UserInputError(f"--toolkits {name}: unknown toolkit; choose builtin, bfcl, one of "
+                                 f"{', '.join(sorted(builtins))}, a .json spec file or a .py module")
+    return ToolPool(classes).specs()
+
+
+def _stats_table(stats: dict[str, Any], title: str) -> Table:
+    table = Table(title=title, show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [("functions (nodes)", stats["nodes"]), ("dependencies (edges)", stats["edges"]),
+            ("mean out-degree", stats["mean_degree"]), ("max out-degree", stats["max_out_degree"]),
+            ("max in-degree", stats["max_in_degree"]), ("functions without out-edges", stats["no_out_edges"]),
+            ("nested edges (Insert)", stats["nested_edges"]), ("weakly connected components", stats["weak_components"]),
+            ("largest component", stats["largest_component"]), ("isolated functions", stats["isolated"]),
+            ("out-degree histogram", " ".join(f"{k}:{v}" for k, v in stats["out_degree_histogram"].items())),
+            ("in-degree histogram", " ".join(f"{k}:{v}" for k, v in stats["in_degree_histogram"].items())),
+            ("edges by source", " ".join(f"{k}:{v}" for k, v in stats["edges_by_how"].items()))]
+    if stats["isolated_examples"]:
+        rows.append(("isolated (first 10)", ", ".join(stats["isolated_examples"])))
+    if stats.get("judge"):
+        j = stats["judge"]
+        rows.append(("judge", f"{j['teacher']} ({j['mode']}): {j['calls']} calls, {j['cached']} cached, {j['failed']} failed"))
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table
+
+
+async def _build(specs: list[FunctionSpec], teacher_spec: str | None, matcher: Any, judge: Any) -> Any:
+    from graph.depgraph import abuild_graph
+
+    if teacher_spec is None:
+        return await abuild_graph(specs, matcher=matcher)
+    from engine.teachers import make_teacher
+
+    teacher = make_teacher(teacher_spec)
+    try:
+        return await abuild_graph(specs, teacher, matcher=matcher, judge=judge)
+    finally:
+        await teacher.aclose()
+
+
+def _config(cls: type, data: dict[str, Any], what: str) -> Any:
+    try:
+        return msgspec.convert({k: v for k, v in data.items() if v is not None}, cls)
+    except msgspec.ValidationError as err:
+        raise UserInputError(f"{what}: {err}") from None
+
+
+def _cmd_build(args: argparse.Namespace, console: Console) -> int:
+    from graph.depgraph import graph_stats, save_graph
+    from graph.judges import JudgeConfig
+    from graph.matcher import MatcherConfig
+
+    matcher = _config(MatcherConfig, {"threshold": args.threshold, "same_domain_candidates": args.same_domain,
+                                      "cross_domain_candidates": args.cross_domain}, "matcher options")
+    judge = _config(JudgeConfig, {"mode": args.judge_mode, "nested": args.nested or None, "prompts_dir": args.prompts_dir,
+                                  "cache_dir": args.cache_dir, "concurrency": args.concurrency}, "judge options")
+    specs = load_pool(args.toolkits, bfcl_rename=args.bfcl_rename)
+    graph = asyncio.run(_build(specs, args.teacher, matcher, judge))
+    save_graph(graph, args.out)
+    console.print(_stats_table(graph_stats(graph), f"dependency graph -> {args.out}"))
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace, console: Console) -> int:
+    from graph.depgraph import load_graph
+    from graph.viz import render
+
+    out = render(load_graph(args.graph), args.node, args.out, depth=args.depth, max_nodes=args.max_nodes)
+    console.print(f"wrote {out} (neighbourhood of {args.node}, depth {args.depth})")
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace, console: Console) -> int:
+    from graph.depgraph import graph_stats, load_graph
+
+    stats = graph_stats(load_graph(args.graph))
+    if args.json:
+        console.print_json(msgspec.json.encode(stats).decode())
+    else:
+        console.print(_stats_table(stats, str(args.graph)))
+    return 0
+
+
+def graph_main(argv: list[str]) -> int:
+    parser = _Parser(prog="magnet graph", description="build, show and summarise the function dependency graph")
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    b = sub.add_parser("build", help="build the dependency graph of a function pool")
+    b.add_argument("--toolkits", nargs="+", default=["builtin"], help=_TOOLKITS_HELP)
+    b.add_argument("--bfcl-rename", action="store_true", help="rename BFCL functions so the benchmark's names are not exposed")
+    b.add_argument("--teacher", help="refine the matcher's graph with the LLM dependency judge of this teacher (sim, openai:MODEL@URL, vllm:DIR, hf:DIR, FILE.toml)")
+    b.add_argument("--judge-mode", choices=["union", "replace"], help="union: matcher + judge edges (default); replace: the judge decides (the paper)")
+    b.add_argument("--nested", action="store_true", help="also ask the nested judge about every edge")
+    b.add_argument("--prompts-dir", help="folder with your own dependency.txt / nested.txt prompts")
+    b.add_argument("--cache-dir", help="judge answer cache (default $MAGNET_CACHE/graph_judge)")
+    b.add_argument("--concurrency", type=int, help="judge calls in flight at once (default 16)")
+    b.add_argument("--threshold", type=float, help="matcher score needed for an edge (default 0.5)")
+    b.add_argument("--same-domain", type=int, help="matcher candidates per function from its own toolkit (default 30)")
+    b.add_argument("--cross-domain", type=int, help="matcher candidates per function from other toolkits (default 10)")
+    b.add_argument("--out", required=True, type=Path, help="graph file to write (.json, or .json.gz)")
+    s = sub.add_parser("show", help="draw a function's neighbourhood as PNG or HTML")
+    s.add_argument("graph", type=Path, help="graph file from `magnet graph build`")
+    s.add_argument("--node", required=True, help="function at the centre")
+    s.add_argument("--depth", type=int, default=2, help="edges away from the centre (either direction)")
+    s.add_argument("--max-nodes", type=int, default=80, help="draw at most this many functions, nearest first")
+    s.add_argument("--out", required=True, type=Path, help="picture to write: NAME.png or NAME.html")
+    t = sub.add_parser("stats", help="print the graph's summary table")
+    t.add_argument("graph", type=Path, help="graph file from `magnet graph build`")
+    t.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    args = parser.parse_args(argv)
+    console = Console()
+    return {"build": _cmd_build, "show": _cmd_show, "stats": _cmd_stats}[args.cmd](args, console)
+
+
+def _paths_table(summary: dict[str, dict[str, Any]], ops: Counter[str], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("kind", "paths", "avg turns", "avg calls", "miss_func", "miss_param"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for kind, row in summary.items():
+        n = row["paths"]
+        table.add_row(kind, str(n), f"{row['turns'] / n:.2f}", f"{row['calls'] / n:.2f}", str(row["miss_func"]), str(row["miss_param"]))
+    table.caption = "ops applied: " + (", ".join(f"{k} {v}" for k, v in ops.most_common()) or "none")
+    return table
+
+
+def paths_main(argv: list[str]) -> int:
+    from graph.paths_config import KINDS, config_help
+
+    parser = _Parser(prog="magnet paths", description="sample signature paths from a dependency graph")
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    p = sub.add_parser("sample", help="sample paths and write them as JSONL")
+    p.add_argument("--graph", type=Path, help="graph file from `magnet graph build`")
+    p.add_argument("--n", type=int, default=100, help="number of paths (the mixture is rescaled to it)")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, help="only these kinds (keeping their mixture weights)")
+    p.add_argument("--seed", type=int, default=0, help="stream seed: the same seed gives the same paths")
+    p.add_argument("--start", type=int, default=0, help="first path index (to shard or resume a stream)")
+    p.add_argument("--config", type=Path, help="PathConfig as TOML or JSON (see --help-config)")
+    p.add_argument("--help-config", action="store_true", help="list every PathConfig field with its default and help")
+    p.add_argument("--out", type=Path, help="JSONL file of SignaturePath records (default: summary only)")
+    args = parser.parse_args(argv)
+    console = Console()
+    if args.help_config:
+        console.print(config_help(), highlight=False)
+        return 0
+    if args.graph is None:
+        raise UserInputError("magnet paths sample: --graph is required; build one with `magnet graph build --out graph.json`")
+    return _sample(args, console)
+
+
+def _sample(args: argparse.Namespace, console: Console) -> int:
+    from graph.depgraph import graph_specs, load_graph
+    from graph.paths import sample_paths
+    from graph.paths_config import PathConfig, load_path_config
+
+    config = load_path_config(args.config) if args.config else PathConfig()
+    if args.kinds:
+        weights = {k: w for k, w in config.mixture.items() if k in args.kinds and w > 0}
+        config.mixture = weights or {k: 1.0 for k in args.kinds}
+    if args.n < 0:
+        raise UserInputError(f"--n {args.n}: give a number of paths >= 0")
+    graph = load_graph(args.graph)
+    stream = sample_paths(graph, graph_specs(graph), config, args.seed, n=args.n, start=args.start)
+    summary: dict[str, dict[str, Any]] = defaultdict(Counter)
+    ops: Counter[str] = Counter()
+    encode = msgspec.json.Encoder().encode
+    tmp = None
+    fh = None
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.name}.", suffix=".tmp")
+        fh = os.fdopen(fd, "wb")
+    try:
+        for path in stream:
+            row = summary[path.kind]
+            row["paths"] += 1
+            row["turns"] += len(path.turns)
+            row["calls"] += sum(len(t.functions) for t in path.turns)
+            for t in path.turns:
+                if t.label != "call":
+                    row[t.label] += 1
+            ops.update(path.ops)
+            if fh is not None:
+                fh.write(encode(path) + b"\n")
+    except BaseException:
+        if fh is not None:
+            fh.close()
+            os.unlink(tmp)  # type: ignore[arg-type]
+        raise
+    if fh is not None:
+        fh.close()
+        os.replace(tmp, args.out)  # type: ignore[arg-type]
+    title = f"{sum(r['paths'] for r in summary.values())} paths (seed {args.seed})" + (f" -> {args.out}" if args.out else "")
+    console.print(_paths_table(dict(summary), ops, title))
+    return 0

@@ -1,0 +1,253 @@
+"""Rate limiter and retry policy on a virtual clock: buckets, header learning, AIMD, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine import metrics
+from engine.errors import BadAnswer, FatalTeacherError, RateLimited, RetryableError
+from engine.ratelimit import Limiter, TokenBucket, parse_duration, retry_after_seconds
+from engine.retry import backoff_delay, with_retries
+
+
+class VirtualClock:
+    """``clock`` and ``sleep`` for a Limiter: sleeping advances time instantly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("6m0s", 360.0), ("1s", 1.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5", 0.5), ("17", 17.0),
+    ("", None), (None, None), ("soon", None), ("5x", None), ("1s junk", None),
+])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+def test_retry_after_prefers_ms_then_seconds_then_reset_headers():
+    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == pytest.approx(1.5)
+    assert retry_after_seconds({"retry-after": "3"}) == 3.0
+    assert retry_after_seconds({"x-ratelimit-reset-requests": "250ms", "x-ratelimit-reset-tokens": "2s"}) == 2.0
+    assert retry_after_seconds({}) is None
+
+
+def test_token_bucket_refills_at_the_limit_and_caps_a_burst_at_one_second():
+    bucket = TokenBucket(600, now=0.0)  # 10/s, at most 10 saved
+    assert bucket.level == 1.0  # starts nearly empty: no burst on top of a fresh rolling window
+    assert bucket.wait(1, 0.0) == 0.0
+    bucket.level -= 1
+    assert bucket.wait(1, 0.0) == pytest.approx(1 / (600 * 0.99 / 60))
+    assert bucket.wait(1, 1000.0) == 0.0 and bucket.level == bucket.capacity == 10.0
+    # A reservation bigger than the capacity is allowed once a full second's worth is saved.
+    assert bucket.wait(50, 1000.0) == 0.0
+
+
+async def _grant_times(limiter: Limiter, clock: VirtualClock, n: int, est_in: int = 0, est_out: int = 0,
+                       used_out: int | None = None) -> list[float]:
+    times = []
+    for _ in range(n):
+        await limiter.acquire(est_in, est_out)
+        times.append(clock.now)
+        limiter.release(est_in, est_out, 0, used_out if used_out is not None else est_out)
+    return times
+
+
+async def test_configured_rpm_is_respected_within_every_rolling_minute():
+    clock = VirtualClock()
+    limiter = Limiter(rpm=60, clock=clock, sleep=clock.sleep)
+    times = await _grant_times(limiter, clock, 200)
+    for i, t in enumerate(times):
+        in_window = sum(1 for u in times[i:] if u < t + 60.0)
+        assert in_window <= 60, f"{in_window} requests in the minute after t={t}"
+    rate_per_min = (len(times) - 1) / (times[-1] - times[0]) * 60
+    assert 0.97 * 60 <= rate_per_min <= 60
+
+
+async def test_concurrent_senders_share_the_rpm_budget():
+    clock = VirtualClock()
+    limiter = Limiter(rpm=120, max_concurrency=8, clock=clock, sleep=clock.sleep)
+    grants: list[float] = []
+
+    async def sender() -> None:
+        for _ in range(10):
+            await limiter.acquire()
+            grants.append(clock.now)
+            await asyncio.sleep(0)
+            limiter.release()
+
+    await asyncio.gather(*(sender() for _ in range(8)))
+    assert len(grants) == 80
+    assert sum(1 for t in grants if t < 30.0) <= 60  # 120/min -> at most 60 in any half minute (+ the 1 start token)
+
+
+async def test_output_tokens_are_reserved_then_refunded_from_real_usage():
+    clock = VirtualClock()
+    limiter = Limiter(tpm_out=600, clock=clock, sleep=clock.sleep)  # 10 tokens/s, 9.9 after the safety margin
+    # Reserving max_tokens=10 but using only 1 refunds 9: the next request goes at once.
+    cheap = await _grant_times(limiter, clock, 5, est_out=10, used_out=1)
+    clock_after_cheap = clock.now
+    # Using all 10 reserved tokens: each request must wait ~1 s for the bucket.
+    full = await _grant_times(limiter, clock, 5, est_out=10, used_out=10)
+    assert cheap[-1] - cheap[0] < 2.0
+    assert full[-1] - clock_after_cheap == pytest.approx(4 * 10 / 9.9 + (full[0] - clock_after_cheap), rel=0.05)
+
+
+async def test_input_and_combined_token_buckets_both_gate():
+    clock = VirtualClock()
+    limiter = Limiter(tpm_in=6000, tpm=12000, clock=clock, sleep=clock.sleep)
+    times = await _grant_times(limiter, clock, 6, est_in=100, est_out=100)
+    # input: 100/request at 99/s; combined: 200/request at 198/s -> ~1 s per request either way
+    assert times[-1] - times[1] == pytest.approx(4 * 100 / 99, rel=0.05)
+
+
+def test_limits_are_learned_from_headers_and_lower_configured_limit_wins():
+    clock = VirtualClock()
+    limiter = Limiter(clock=clock, sleep=clock.sleep)
+    assert limiter.requests is None
+    limiter.observe({"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "599",
+                     "x-ratelimit-reset-requests": "100ms", "x-ratelimit-limit-tokens": "90000",
+                     "x-ratelimit-remaining-tokens": "400", "x-ratelimit-reset-tokens": "6m0s"})
+    assert limiter.learned == {"requests": 600.0, "tokens": 90000.0}
+    assert limiter.requests.rate == pytest.approx(600 * 0.99 / 60)
+    assert limiter.requests.level <= limiter.requests.capacity == 10.0
+    assert limiter.tokens.level == 400.0  # clamped to what the server says is left
+
+    configured = Limiter(rpm=100, clock=clock, sleep=clock.sleep)
+    configured.observe({"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "599"})
+    assert configured.requests.rate == pytest.approx(100 * 0.99 / 60)
+
+
+async def test_remaining_zero_pauses_until_the_reset():
+    clock = VirtualClock()
+    limiter = Limiter(clock=clock, sleep=clock.sleep)
+    limiter.observe({"x-ratelimit-limit-requests": "6000", "x-ratelimit-remaining-requests": "0",
+                     "x-ratelimit-reset-requests": "2s"})
+    await limiter.acquire()
+    assert clock.now >= 2.0
+
+
+async def test_first_request_probes_alone_then_full_concurrency():
+    limiter = Limiter(max_concurrency=4)
+    await limiter.acquire()
+    second = asyncio.ensure_future(limiter.acquire())
+    await asyncio.sleep(0.01)
+    assert not second.done()  # no limits known yet: wait for the probe's reply
+    limiter.release()
+    await asyncio.wait_for(second, 1)
+    for _ in range(3):
+        await asyncio.wait_for(limiter.acquire(), 1)
+    assert limiter.in_flight == 4
+    fifth = asyncio.ensure_future(limiter.acquire())
+    await asyncio.sleep(0.01)
+    assert not fifth.done()
+    limiter.release()
+    await asyncio.wait_for(fifth, 1)
+
+
+async def test_429_pauses_every_sender_and_halves_concurrency_once_per_episode():
+    clock = VirtualClock()
+    limiter = Limiter(max_concurrency=64, clock=clock, sleep=clock.sleep)
+    for _ in range(5):  # a burst of 429s from requests that were in flight together
+        limiter.on_rate_limited(3.0)
+    assert limiter.concurrency == 32.0 and limiter.paused_until == 3.0
+    await limiter.acquire()
+    assert clock.now >= 3.0
+    limiter.release()
+    limiter.on_rate_limited(1.0)  # a new episode after the pause
+    assert limiter.concurrency == 16.0
+    for _ in range(10):
+        limiter.on_rate_limited(None)
+        clock.now = limiter.paused_until
+    assert limiter.concurrency == 1.0  # bounded below
+    for _ in range(5000):
+        limiter.on_success()
+    assert limiter.concurrency == 64.0 and limiter.slots == 64  # additive recovery, bounded above
+
+
+async def test_additive_increase_is_about_one_slot_per_window():
+    limiter = Limiter(max_concurrency=64)
+    limiter.concurrency = 8.0
+    for _ in range(8):
+        limiter.on_success()
+    assert 8.9 < limiter.concurrency < 9.1
+
+
+# -- retry policy ------------------------------------------------------------------------------
+
+
+def test_backoff_is_full_jitter_under_an_exponential_cap():
+    assert backoff_delay(1, base_s=0.5, rng=lambda: 1.0) == 0.5
+    assert backoff_delay(4, base_s=0.5, rng=lambda: 1.0) == 4.0
+    assert backoff_delay(20, base_s=0.5, max_s=30, rng=lambda: 1.0) == 30.0
+    assert backoff_delay(3, base_s=0.5, rng=lambda: 0.25) == 0.5
+
+
+class Flaky:
+    def __init__(self, *errors: BaseException):
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+async def test_with_retries_honours_retry_after_and_backs_off_for_5xx():
+    metrics.reset_metrics()
+    slept: list[float] = []
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+
+    flaky = Flaky(RateLimited("429", retry_after=2.5), RetryableError("503", status=503), RetryableError("503"))
+    assert await with_retries(flaky, sleep=sleep, rng=lambda: 1.0, base_s=0.5) == "ok"
+    assert slept == [2.5, 1.0, 2.0]  # Retry-After exactly; then jitter bound 0.5*2^(n-1) for the 2nd, 3rd transient
+    assert metrics.METRICS.retries == 3
+
+
+async def test_with_retries_gives_up_with_attempts_set():
+    async def sleep(s: float) -> None:
+        pass
+
+    flaky = Flaky(*(RetryableError("down") for _ in range(10)))
+    with pytest.raises(RetryableError) as info:
+        await with_retries(flaky, max_retries=3, sleep=sleep)
+    assert info.value.attempts == 4 and flaky.calls == 4
+
+    bad = Flaky(*(BadAnswer("unparsable", text="{oops") for _ in range(10)))
+    with pytest.raises(BadAnswer) as info:
+        await with_retries(bad, max_retries=6, max_bad_answer_retries=2, sleep=sleep)
+    assert info.value.attempts == 3 and bad.calls == 3
+
+    fatal = Flaky(FatalTeacherError("401"))
+    with pytest.raises(FatalTeacherError) as info:
+        await with_retries(fatal, sleep=sleep)
+    assert info.value.attempts == 1 and fatal.calls == 1
+
+
+async def test_nested_retries_do_not_multiply():
+    async def sleep(s: float) -> None:
+        pass
+
+    inner = Flaky(*(RetryableError("down") for _ in range(100)))
+
+    async def wrapped() -> str:
+        return await with_retries(inner, max_retries=2, sleep=sleep)
+
+    with pytest.raises(RetryableError) as info:
+        await with_retries(wrapped, max_retries=5, sleep=sleep)
+    assert inner.calls == 3 and info.value.attempts == 3
