@@ -23,6 +23,7 @@ import os
 import platform
 import random
 import resource
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -129,24 +130,27 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _build_one(n: int, queue: Any) -> None:
-    from graph.depgraph import build_graph, graph_stats
+def _build_one(n: int, queue: Any, save_to: str | None) -> None:
+    from graph.depgraph import build_graph, graph_stats, save_graph
 
     specs = synthetic_pool(n, seed=n)
     start, cpu = time.perf_counter(), time.process_time()
     graph = build_graph(specs)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     stats = graph_stats(graph)
+    if save_to:
+        save_graph(graph, save_to)
     queue.put({"functions": n, "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "peak_rss_mb": round(_peak_rss_mb(), 1),
                "edges": stats["edges"], "isolated": stats["isolated"], "components": stats["weak_components"]})
 
 
-def bench_build(sizes: list[int]) -> list[dict[str, Any]]:
+def bench_build(sizes: list[int], keep_last: Path) -> list[dict[str, Any]]:
+    """Build each size in its own process; the largest graph is saved to ``keep_last`` for the path benchmark."""
     ctx = mp.get_context("spawn")
     rows = []
     for n in sizes:
         queue = ctx.Queue()
-        proc = ctx.Process(target=_build_one, args=(n, queue))
+        proc = ctx.Process(target=_build_one, args=(n, queue, str(keep_last) if n == sizes[-1] else None))
         proc.start()
         row = queue.get()
         proc.join()
@@ -160,13 +164,14 @@ def bench_build(sizes: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
-def bench_paths(n_functions: int, total: int, every: int) -> dict[str, Any]:
-    from graph.depgraph import build_graph
+def bench_paths(graph_file: Path, total: int, every: int) -> dict[str, Any]:
+    from graph.depgraph import graph_specs, load_graph
     from graph.paths import sample_paths
     from graph.paths_config import PathConfig
 
-    specs = synthetic_pool(n_functions, seed=n_functions)
-    graph = build_graph(specs)
+    graph = load_graph(graph_file)
+    specs = graph_specs(graph)
+    n_functions = len(specs)
     samples = []
     turns = 0
     start, cpu = time.perf_counter(), time.process_time()
@@ -214,9 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}",
         "quick": args.quick,
         "load_start": [round(x, 2) for x in os.getloadavg()],
-        "build": bench_build(sizes),
     }
-    result["paths"] = bench_paths(sizes[-1], total, every)
+    with tempfile.TemporaryDirectory() as tmp:
+        graph_file = Path(tmp) / "graph.json"
+        result["build"] = bench_build(sizes, graph_file)
+        result["paths"] = bench_paths(graph_file, total, every)
     result["load_end"] = [round(x, 2) for x in os.getloadavg()]
     print(f"paths: {result['paths']['paths_per_s']} paths/s wall, {result['paths']['paths_per_cpu_s']} per CPU-s, RSS growth {result['paths']['rss_growth_mb_first_to_last']} MiB", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

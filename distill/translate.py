@@ -15,6 +15,7 @@ the follow-up turn supplies it. Irrelevance episodes offer only distractors and 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from distill.generate_config import GenerateConfig
@@ -221,7 +222,7 @@ class Translator:
             "back_translation", functions="\n".join(describe(s) for s in specs), history=convo,
             last_round=last_round, environment=env, extra_rules="")
         query = await self._query(prompt, "back_translation", spend, attempt, history)
-        named = next((s.name for s in specs if s.name in query), None)
+        named = next((s.name for s in specs if re.search(rf"(?<!\w){re.escape(s.name)}(?!\w)", query)), None)
         if named:
             raise BadAnswer(f"back translation names the function {named!r}: {quote(query)!r}", text=query)
         if any(query == t.query for t in done):

@@ -359,10 +359,12 @@ class ShardWriter:
         if fsync:
             self.sync()
 
-    def close(self, *, fsync: bool = True) -> None:
-        """Write out (and fsync) what is buffered, then close; after a failed write, just close."""
+    def close(self, *, flush: bool = True, fsync: bool = True) -> None:
+        """Write out (and fsync) what is buffered, then close. With ``flush=False``, or after a
+        failed write, buffered frames are dropped: a caller that orders writes across writers
+        must not have one writer's buffer land after another one failed."""
         try:
-            if not self._broken:
+            if flush and not self._broken:
                 self.flush(fsync=fsync)
         finally:
             for fd in [seg[0] for seg in self._closed_segments] + [self._fd]:

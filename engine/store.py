@@ -228,13 +228,18 @@ class RunStore:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UserInputError(f"cannot create run directory {run_dir}: {err.strerror}; choose another --out") from None
-        store._lock()
         try:
+            store._lock()
             store._check_existing(force)
             store._recover()
             store.write_manifest()
-        except BaseException:
+        except BaseException as err:
             store._release()
+            if isinstance(err, OSError):
+                raise UserInputError(
+                    f"cannot open run directory {run_dir} for writing ({err.strerror or err}: {err.filename}); "
+                    "check its permissions and free space, or choose another --out"
+                ) from None
             raise
         return store
 
@@ -343,10 +348,7 @@ class RunStore:
         finally:
             self._closed = True
             for writer in self._writers.values():
-                try:
-                    writer.close(fsync=False)
-                except OSError:
-                    pass
+                writer.close(flush=False)  # flushed above, in order; after a failure nothing more may land
             self._release()
 
     def __enter__(self) -> RunStore:

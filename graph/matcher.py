@@ -64,6 +64,7 @@ _STOPWORDS = frozenset({
     "returns", "returned", "given", "if", "when", "each", "one", "any", "all", "e", "g", "eg", "ie",
     "use", "used", "should", "must", "may", "has", "have", "not", "no", "into", "per", "was", "were",
 })
+_MAX_TEXT_FIELDS = 48  # a long prose ``returns`` must not cost more index lookups than a schema
 _TYPE_ALIASES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean", "dict": "object"}
 
 
@@ -83,6 +84,8 @@ class MatcherConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     same_toolkit_bonus: Annotated[float, Meta(ge=0.0, le=1.0, description="score added when f and g share a toolkit")] = 0.1
     same_category_bonus: Annotated[float, Meta(ge=0.0, le=1.0, description="score added when f and g share a category (other toolkit)")] = 0.05
     coverage_bonus: Annotated[float, Meta(ge=0.0, le=1.0, description="score added when f's outputs cover all of g's required parameters")] = 0.05
+    description_score: Annotated[float, Meta(ge=0.0, le=1.0, description=(
+        "score when a parameter's description (not its name) names every word of an output field"))] = 0.6
     mention_score: Annotated[float, Meta(ge=0.0, le=1.0, description=(
         "score of an edge f -> g whose description names f (\"as returned by search_flights\")"))] = 0.8
     seed: Annotated[int, Meta(description="seed of the same-domain candidate sample")] = 0
@@ -142,7 +145,7 @@ class Field(NamedTuple):
     types: frozenset[str]
     item_types: frozenset[str]
     required: bool = False
-    desc: frozenset[str] = frozenset()
+    desc: frozenset[str] = frozenset()  # content words of the description
     from_text: bool = False  # found in a prose ``returns``: weaker evidence
 
 
@@ -196,6 +199,8 @@ def _text_fields(text: str, entity: frozenset[str]) -> list[Field]:
         f = _field(name, {}, entity, from_text=True)
         if f is not None and f.key not in seen:
             seen[f.key] = f
+            if len(seen) >= _MAX_TEXT_FIELDS:
+                break
     return list(seen.values())
 
 
@@ -261,6 +266,9 @@ class Matcher:
                 for key in self._keys(field):
                     self.global_index[key].append((g, p))
                     self.domain_index[(self.domain[g], key)].append((g, p))
+                # Description words only inside the domain: "ID of the flight" names what it takes.
+                for tok in field.desc - field.tokens - GENERIC:
+                    self.domain_index[(self.domain[g], "d:" + tok)].append((g, p))
         total = max(1, sum(len(f) for f in self.params))
         self.weight = {tok: math.log(1.0 + total / n) for tok, n in df.items()}
         self._default_weight = math.log(1.0 + total)
@@ -285,18 +293,21 @@ class Matcher:
     def pair_score(self, out: Field, param: Field) -> float:
         if not types_compatible(out, param):
             return 0.0
+        w, d = self.weight.get, self._default_weight
         if out.key == param.key:
             score = 1.0 if out.name == param.name and not (out.tokens <= GENERIC) else 0.9
         else:
+            score = 0.0
             common = out.tokens & param.tokens
-            if not common or common <= GENERIC:
-                return 0.0
-            w = self.weight.get
-            d = self._default_weight
-            cw = sum(w(t, d) for t in common)
-            pw = sum(w(t, d) for t in param.tokens)
-            ow = sum(w(t, d) for t in out.tokens)
-            score = 0.85 * (cw / pw) * math.sqrt(cw / ow)
+            if common and not common <= GENERIC:
+                cw = sum(w(t, d) for t in common)
+                pw = sum(w(t, d) for t in param.tokens)
+                ow = sum(w(t, d) for t in out.tokens)
+                score = 0.85 * (cw / pw) * math.sqrt(cw / ow)
+            # The parameter's description names the whole output ("the ID of the flight"); one shared
+            # entity word ("title of the event") is not enough.
+            if param.desc and not out.tokens <= GENERIC and out.tokens <= (param.desc | param.tokens):
+                score = max(score, self.config.description_score)
         return score * 0.9 if out.from_text else score
 
     def score(self, f: int, g: int, pairs: Iterable[tuple[int, int]] | None = None) -> Match:
@@ -338,11 +349,11 @@ class Matcher:
         same: dict[int, list[tuple[int, int]]] = defaultdict(list)
         cross: dict[int, list[tuple[int, int]]] = defaultdict(list)
         for o, out in enumerate(self.outputs[f]):
-            for key in self._keys(out):
+            for key in self._keys(out) + ["d:" + t for t in out.tokens if t not in GENERIC]:
                 for g, p in self.domain_index.get((dom, key), ())[: cfg.max_postings]:
                     if g != f:
                         same[g].append((o, p))
-                if cfg.cross_domain_candidates:
+                if cfg.cross_domain_candidates and not key.startswith("d:"):
                     taken = 0
                     for g, p in self.global_index.get(key, ()):
                         if self.domain[g] == dom:

@@ -41,7 +41,7 @@ def main() -> int:
 
 def run(run_dir: str, n: int, durability: str) -> None:
     with RunStore.open(run_dir, config_fingerprint="crash-test", shard_bytes=64 << 10, durability=durability,
-                       buffer_bytes=4 << 10, flush_interval=0.05) as store:
+                       buffer_bytes=4 << 10, flush_interval=0.2) as store:
         for i in range(n):
             item = f"item-{i}"
             if store.is_finished(item):

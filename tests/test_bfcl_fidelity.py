@@ -149,3 +149,20 @@ def test_our_scores_equal_bfcls_own_evaluation_runner(tmp_path: Path) -> None:
     assert {c: (v["correct_count"], v["total_count"]) for c, v in ours.items()} == {
         c: (v["correct_count"], v["total_count"]) for c, v in theirs.items()}
     assert 0 < ours["multi_turn_base"]["correct_count"] < 200  # the sample really mixes right and wrong
+
+
+@pytest.mark.parametrize("mode", ["prompt", "fc"])
+def test_our_loop_sends_what_bfcls_own_generator_sends(mode: str, tmp_path: Path) -> None:
+    """BFCL's own generator (its OpenAIHandler, threads, eval-based executor) and our engine,
+    both against one replay server: the replay answers from the conversation it receives, so
+    equal result rows mean equal prompts, equal turn handling and equal tool outputs."""
+    from bench.bfcl.throughput import bfcl_generate, engine_generate, normalized
+
+    dataset = load_dataset("v3", ["simple", "live_multiple", "java", "irrelevance", *MULTI_TURN], limit=6)
+    replay = ReplayTeacher(dataset, mode)
+    with serve_replay(replay) as url:
+        theirs = bfcl_generate(dataset.entries, base_url=url, served_model="replay", mode=mode, threads=4, result_dir=tmp_path)
+        ours = asyncio.run(engine_generate(dataset.entries, make_teacher(f"openai:replay@{url}"), mode, 8))
+    theirs_by_id = {r["id"]: normalized(r["result"]) for r in theirs}
+    assert len(theirs_by_id) == len(dataset.entries)
+    assert {r["id"]: normalized(r["result"]) for r in ours} == theirs_by_id

@@ -1,5 +1,5 @@
-"""kill -9 a real writer process at several points, resume each time: every id stored exactly once,
-no finished item without its records, and the run completes."""
+"""kill -9 a real writer process at several points, or let the kernel fail its writes, then
+resume: every id stored exactly once, no finished item without its records, and the run completes."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from engine.records import RECORD_KINDS
+from engine.shards import FRAME_OVERHEAD, iter_frames, shard_files
 from engine.store import MANIFEST, RunStore, read_records
 
 WRITER = Path(__file__).with_name("_store_writer.py")
@@ -82,3 +83,25 @@ def test_kill_9_at_several_points_then_resume(tmp_path, durability):
         "paths": len(live), "episodes": len(live), "trajectories": len(live), "pairs": 0,
         "dead_letters": N_ITEMS - len(live), "done": len(live),
     }
+
+
+def test_real_write_failure_then_resume(tmp_path):
+    """RLIMIT_FSIZE makes the kernel cut a write short and then fail it (EFBIG): a real
+    failed write mid-frame, no mock. The error is clear, the stored part stays readable,
+    and the rerun completes with every id once."""
+    run_dir = tmp_path / "run"
+    limit = 40_000
+    proc = subprocess.run([sys.executable, str(WRITER), str(run_dir), str(N_ITEMS), "interval", str(limit)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot write to run directory {run_dir}" in proc.stderr and "File too large" in proc.stderr
+    assert "ulimit -f" in proc.stderr and "rerun the same command to resume" in proc.stderr
+    full = max(shard_files(run_dir / "trajectories"), key=lambda p: p.stat().st_size)
+    assert full.stat().st_size <= limit
+    last = [off + FRAME_OVERHEAD + len(p) for off, p in iter_frames(full)][-1]
+    assert full.stat().st_size == last  # the short write was cut back to the last whole frame
+    finished = check_consistent(run_dir)
+    assert 0 < len(finished) < N_ITEMS
+
+    assert run_writer(run_dir, "interval", None) == 0
+    assert check_consistent(run_dir) == set(range(N_ITEMS))

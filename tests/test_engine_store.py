@@ -277,24 +277,26 @@ def test_disk_write_failure_is_clear_and_loses_nothing_stored(tmp_path, monkeypa
         assert sorted(ids) == sorted(prefix.format(i) for i in range(15)) and len(ids) == 15
 
 
-def test_failure_writing_the_marker_file_keeps_records_consistent(tmp_path, monkeypatch):
-    """The done folder fails after the record folders were written: on resume the item is
-    not finished, runs again, and its records are not stored twice."""
+@pytest.mark.parametrize("failing", ["trajectories", "done"])
+def test_failure_in_one_folder_keeps_records_and_markers_consistent(tmp_path, monkeypatch, failing):
+    """One folder's file fails (EIO) while the others still work. Records folder failing: the
+    item's marker must not land anyway (not at flush, not at close). Marker folder failing:
+    the records landed; on resume the item runs again and its records are not stored twice."""
     run = tmp_path / "run"
     store = open_store(run, flush_interval=3600, buffer_bytes=1 << 30)
     store.commit("item-0", [("trajectories", F.trajectory(0))])
     store.flush()
-    done_fd = os.open(store._writers["done"].current_path, os.O_RDONLY)
-    done_inode = os.fstat(done_fd).st_ino
-    os.close(done_fd)
+    fd = os.open(store._writers[failing].current_path, os.O_RDONLY)
+    failing_inode = os.fstat(fd).st_ino
+    os.close(fd)
     real_write = os.write
 
-    def fail_on_done(fd, data):
-        if os.fstat(fd).st_ino == done_inode:
+    def fail_there(fd, data):
+        if os.fstat(fd).st_ino == failing_inode:
             raise OSError(errno.EIO, "Input/output error")
         return real_write(fd, data)
 
-    monkeypatch.setattr(shards.os, "write", fail_on_done)
+    monkeypatch.setattr(shards.os, "write", fail_there)
     store.commit("item-1", [("trajectories", F.trajectory(1))])
     with pytest.raises(StoreWriteError, match="check the disk"):
         store.flush()
@@ -302,9 +304,10 @@ def test_failure_writing_the_marker_file_keeps_records_consistent(tmp_path, monk
     monkeypatch.undo()
     with open_store(run) as store:
         assert store.is_finished("item-0") and not store.is_finished("item-1")
-        assert store.has("trajectories", "traj-1-positive")
+        assert store.has("trajectories", "traj-1-positive") == (failing == "done")
         store.commit("item-1", [("trajectories", F.trajectory(1))])
     assert [t.id for t in read_records(run, "trajectories")] == ["traj-0-positive", "traj-1-positive"]
+    assert [d.id for d in read_records(run, "done")] == ["item-0", "item-1"]
 
 
 def test_timer_flush_writes_out_idle_buffers(tmp_path):
@@ -318,3 +321,19 @@ def test_timer_flush_writes_out_idle_buffers(tmp_path):
     assert [p.id for p in read_records(run, "paths")] == ["path-0"]
     assert [d.id for d in read_records(run, "done")] == ["item-0"]
     store.close()
+
+
+def test_a_run_that_cannot_be_opened_for_writing_is_a_clear_error(tmp_path):
+    run = tmp_path / "run"
+    with open_store(run) as store:
+        store.put("episodes", F.episode(0))
+    for path in shard_files(run / "paths"):
+        path.unlink()
+    (run / "paths").rmdir()
+    (run / "paths").write_text("not a folder")  # the OS refuses to use it as one (for root too)
+    with pytest.raises(UserInputError, match=rf"cannot open run directory {run} for writing \(File exists: .*paths\)"):
+        open_store(run)
+    assert [e.id for e in read_records(run, "episodes")] == ["ep-0"]
+    (run / "paths").unlink()
+    with open_store(run) as store:  # fixed: the failed open left nothing locked or half-done
+        assert store.counts()["episodes"] == 1

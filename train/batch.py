@@ -27,7 +27,7 @@ from train.data import Example
 class Batch:
     input_ids: torch.Tensor  # [R, T]
     position_ids: torch.Tensor  # [R, T]
-    attention_mask: torch.Tensor | None  # [R, T] when padded, None when packed
+    attention_mask: torch.Tensor | None  # [R, T] padded, [R, 1, T, T] bool tree mask, None packed
     pred_index: torch.Tensor  # [N] flat index (r*T + t-1) of the state that predicts target t
     targets: torch.Tensor  # [N] token ids of the trained tokens
     token_turn: torch.Tensor  # [N] global turn index of each target
@@ -76,6 +76,70 @@ def collate(seqs: Sequence[Example], *, packing: bool, pad_id: int) -> Batch:
         attention_mask=None if packing else torch.from_numpy(mask),
         pred_index=cat(pred), targets=cat(targets), token_turn=cat(token_turn), turn_seq=cat(turn_seq),
         turn_pos=cat(turn_pos), seq_turns=torch.tensor([s.n_turns for s in seqs]), n_tokens=sum(lengths))
+
+
+def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    diff = np.nonzero(a[:n] != b[:n])[0]
+    return int(diff[0]) if len(diff) else n
+
+
+def collate_shared(pairs: Sequence[tuple[Example, Example]], *, packing: bool, pad_id: int) -> Batch:
+    """Pairs with the tokens both sides share computed once: each pair is laid out as
+    [shared prefix | chosen rest | rejected rest]; a tree-shaped mask lets each rest attend to the
+    prefix and to itself only, and position ids continue the prefix, so every token sees exactly
+    the context it has in its own conversation. Sequences in the result alternate chosen, rejected."""
+    plans = []
+    for c, r in pairs:
+        k = _common_prefix(c.input_ids, r.input_ids)
+        plans.append((c, r, k, len(c) - k, len(r) - k))
+    sizes = [k + a + b for _, _, k, a, b in plans]
+    rows, width = (1, sum(sizes)) if packing else (len(plans), max(sizes))
+    ids = np.full((rows, width), pad_id, dtype=np.int64)
+    pos = np.zeros((rows, width), dtype=np.int64)
+    block = np.full((rows, width), -1, dtype=np.int64)
+    branch = np.zeros((rows, width), dtype=np.int64)
+    pred, targets, token_turn, turn_seq, turn_pos, seq_turns = [], [], [], [], [], []
+    offset, turns_before = 0, 0
+    for i, (c, r, k, a, b) in enumerate(plans):
+        row, base = (0, offset) if packing else (i, 0)
+        ids[row, base:base + k] = c.input_ids[:k]
+        ids[row, base + k:base + k + a] = c.input_ids[k:]
+        ids[row, base + k + a:base + k + a + b] = r.input_ids[k:]
+        pos[row, base:base + k + a] = np.arange(k + a)
+        pos[row, base + k + a:base + k + a + b] = np.arange(k, k + b)
+        block[row, base:base + k + a + b] = i
+        branch[row, base + k:base + k + a] = 1
+        branch[row, base + k + a:base + k + a + b] = 2
+        for side, (s, rest_start) in enumerate(((c, base + k), (r, base + k + a))):
+            t = np.nonzero(s.turn >= 0)[0]
+            src = t - 1
+            flat = np.where(src < k, base + src, rest_start + src - k)
+            pred.append(row * width + flat)
+            targets.append(s.input_ids[t])
+            token_turn.append(s.turn[t].astype(np.int64) + turns_before)
+            turn_seq.append(np.full(s.n_turns, 2 * i + side))
+            turn_pos.append(np.arange(s.n_turns))
+            seq_turns.append(s.n_turns)
+            turns_before += s.n_turns
+        offset += k + a + b
+    same = block[:, :, None] == block[:, None, :]
+    causal = pos[:, None, :] <= pos[:, :, None]
+    tree = (branch[:, None, :] == 0) | (branch[:, None, :] == branch[:, :, None])
+    mask = (same & causal & tree & (block[:, :, None] >= 0)) | np.eye(width, dtype=bool)[None]  # pads see themselves
+    cat = lambda parts: torch.from_numpy(np.concatenate(parts).astype(np.int64))  # noqa: E731
+    return Batch(
+        input_ids=torch.from_numpy(ids), position_ids=torch.from_numpy(pos),
+        attention_mask=torch.from_numpy(mask)[:, None], pred_index=cat(pred), targets=cat(targets),
+        token_turn=cat(token_turn), turn_seq=cat(turn_seq), turn_pos=cat(turn_pos),
+        seq_turns=torch.tensor(seq_turns), n_tokens=sum(len(c) + len(r) for c, r, *_ in plans))
+
+
+def collate_pairs(pairs, *, packing: bool, pad_id: int, share_prefix: bool) -> Batch:
+    """Chosen/rejected of each pair as consecutive sequences (see ``collate_shared``)."""
+    if share_prefix:
+        return collate_shared([(p.chosen, p.rejected) for p in pairs], packing=packing, pad_id=pad_id)
+    return collate([s for p in pairs for s in (p.chosen, p.rejected)], packing=packing, pad_id=pad_id)
 
 
 def _target_logp(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

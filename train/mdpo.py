@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from train.batch import Batch, collate, token_logps, turn_sums
+from train.batch import Batch, collate_pairs, token_logps, turn_sums
 from train.data import ChatRenderer, PairExample, fingerprint, pair_examples, read_run, require_examples
 from train.loop import Trainer, init_distributed, load_causal_lm, load_tokenizer, seed_everything
 from train.mdpo_config import MDPOConfig
@@ -57,8 +57,7 @@ class MDPOStep:
 
     def __call__(self, module, items: list[PairExample], counts: dict[str, float]):
         cfg = self.cfg
-        batch = collate([s for p in items for s in (p.chosen, p.rejected)], packing=cfg.packing,
-                        pad_id=self.pad_id).to(self.device)
+        batch = collate_pairs(items, packing=cfg.packing, pad_id=self.pad_id, share_prefix=cfg.share_prefix).to(self.device)
         ref = torch.from_numpy(np.concatenate([np.concatenate(self.ref[p.id]) for p in items])).float().to(self.device)
         t = mdpo_terms(batch, token_logps(module, batch), ref, beta=cfg.beta, weighting=cfg.turn_weighting,
                        gamma=cfg.turn_discount)
@@ -91,7 +90,7 @@ def run_mdpo(cfg: MDPOConfig, *, data: str | Path, model: str | Path, out: str |
     ref, cache_file, hit = reference_logps(
         pairs, data_fp=data_fp, ref_dir=ref_dir, cache_dir=Path(cfg.ref_cache_dir or Path(data) / "train_cache"),
         rank=d.rank, world=d.world, device=d.device, micro_batch_size=cfg.micro_batch_size, packing=cfg.packing,
-        pad_id=tok.pad_token_id, bf16=cfg.bf16, logits_chunk=cfg.logits_chunk,
+        share_prefix=cfg.share_prefix, pad_id=tok.pad_token_id, bf16=cfg.bf16, logits_chunk=cfg.logits_chunk,
         model=None if cfg.ref_model else policy)
     if d.main:
         print(f"[mdpo] reference log-probs: {'cached' if hit else 'computed'} ({cache_file})", file=sys.stderr, flush=True)

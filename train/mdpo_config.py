@@ -19,5 +19,6 @@ class MDPOConfig(TrainConfig, kw_only=True, forbid_unknown_fields=True):
     sft_weight: Annotated[float, _h("lambda: weight of the NLL of the chosen trajectory's assistant tokens added to the mDPO loss", ge=0)] = 1.0
     turn_weighting: Annotated[Literal["uniform", "dmpo"], _h("uniform = plain sum over assistant turns (the paper); dmpo = discounted, length-normalised turn weights gamma^h (1-gamma)/(1-gamma^H) as in DMPO")] = "uniform"
     turn_discount: Annotated[float, _h("gamma of the dmpo turn weighting", gt=0, le=1)] = 0.9
+    share_prefix: Annotated[bool, _h("compute the tokens chosen and rejected share (system, tools, common turns) once per pair, with a tree attention mask; same loss, less work")] = True
     ref_model: Annotated[str, _h("reference policy checkpoint (default: the --model being trained, i.e. the SFT model)")] = ""
     ref_cache_dir: Annotated[str, _h("where reference log-probs are cached (default: <data>/train_cache)")] = ""

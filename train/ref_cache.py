@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from engine.errors import UserInputError
-from train.batch import TokenLogProbs, collate, token_logps, turn_sums
+from train.batch import TokenLogProbs, collate_pairs, token_logps, turn_sums
 from train.data import PairExample
 
 RefLogps = dict[str, tuple[np.ndarray, np.ndarray]]  # pair id -> per-turn log-prob sums (chosen, rejected)
@@ -54,7 +54,7 @@ def cache_path(cache_dir: Path, data_fp: str, model_fp: str) -> Path:
 
 
 @torch.no_grad()
-def compute(model, pairs: Sequence[PairExample], *, micro_batch_size: int, packing: bool, pad_id: int,
+def compute(model, pairs: Sequence[PairExample], *, micro_batch_size: int, packing: bool, share_prefix: bool, pad_id: int,
             device: torch.device, bf16: bool, logits_chunk: int) -> RefLogps:
     was_training = model.training
     model.eval()
@@ -63,7 +63,7 @@ def compute(model, pairs: Sequence[PairExample], *, micro_batch_size: int, packi
     use_bf16 = device.type == "cuda" and bf16
     for a in range(0, len(pairs), micro_batch_size):
         chunk = pairs[a:a + micro_batch_size]
-        batch = collate([s for p in chunk for s in (p.chosen, p.rejected)], packing=packing, pad_id=pad_id).to(device)
+        batch = collate_pairs(chunk, packing=packing, pad_id=pad_id, share_prefix=share_prefix).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
             turns = turn_sums(batch, token_logps(module, batch)).double().cpu().numpy()
         sizes = batch.seq_turns.tolist()
@@ -75,7 +75,7 @@ def compute(model, pairs: Sequence[PairExample], *, micro_batch_size: int, packi
 
 
 def reference_logps(pairs: Sequence[PairExample], *, data_fp: str, ref_dir: str | Path, cache_dir: Path,
-                    rank: int, world: int, device: torch.device, micro_batch_size: int, packing: bool, pad_id: int,
+                    rank: int, world: int, device: torch.device, micro_batch_size: int, packing: bool, share_prefix: bool, pad_id: int,
                     bf16: bool, logits_chunk: int, model=None) -> tuple[RefLogps, Path, bool]:
     """(log-probs, cache file, whether it was a cache hit). ``model`` reuses an already loaded
     reference (the policy before training); otherwise ``ref_dir`` is loaded and freed after."""
@@ -91,7 +91,7 @@ def reference_logps(pairs: Sequence[PairExample], *, data_fp: str, ref_dir: str 
 
         model = load_causal_lm(ref_dir)
     model.to(device)
-    mine = compute(model, list(pairs[rank::world]), micro_batch_size=micro_batch_size, packing=packing, pad_id=pad_id,
+    mine = compute(model, list(pairs[rank::world]), micro_batch_size=micro_batch_size, packing=packing, share_prefix=share_prefix, pad_id=pad_id,
                    device=device, bf16=bf16, logits_chunk=logits_chunk)
     if own:
         del model

@@ -10,7 +10,7 @@ Rerunning the same command resumes: entries already in ``OUT/result`` are not as
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=16, help="entries in flight at once")
     p.add_argument("--max-tokens", type=int, default=1024, help="max tokens per model answer")
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature")
+    p.add_argument("--teacher-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option passed to the teacher (vllm/hf), e.g. max_model_len=8192; repeatable")
     p.add_argument("--no-progress", action="store_true", help="no live progress display")
     return p
+
+
+# BFCL's prompts (function docs in the system prompt, multi-turn histories) outgrow the 2,048-token
+# default context of a managed vLLM server; SmolLM2 itself supports 8,192.
+VLLM_DEFAULT_OPTIONS = {"max_model_len": 8192}
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any] | None:
+    options: dict[str, Any] = dict(VLLM_DEFAULT_OPTIONS) if args.model.startswith("vllm:") else {}
+    for item in args.teacher_option:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UserInputError(f"--teacher-option {item!r} is not KEY=VALUE; write e.g. --teacher-option max_model_len=8192")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value  # a plain string, e.g. dtype=float32
+    return options or None
 
 
 async def _generate(args: argparse.Namespace, dataset: Any, store: Any) -> dict[str, Any]:
@@ -48,15 +68,18 @@ async def _generate(args: argparse.Namespace, dataset: Any, store: Any) -> dict[
         from engine.teachers import make_teacher
 
         # A truncated answer is BFCL's answer too (it just fails to decode): never re-ask.
-        plan = [(make_teacher(args.model, max_bad_answer_retries=0), dataset.entries)]
+        plan = [(make_teacher(args.model, max_bad_answer_retries=0, options=_options(args)), dataset.entries)]
     summary: dict[str, Any] = {}
     for teacher, entries in plan:
         runner = EntryRunner(teacher, args.mode, max_tokens=args.max_tokens, temperature=args.temperature)
         try:
-            summary = await run_entries(entries, runner, store, concurrency=args.concurrency, progress=not args.no_progress)
+            part = await run_entries(entries, runner, store, concurrency=args.concurrency, progress=not args.no_progress)
         finally:
             runner.close()
             await teacher.aclose()
+        for key in ("done", "failed", "skipped", "cancelled"):
+            part[key] += summary.get(key, 0)
+        summary = part  # token counters are process-wide already; item counts add up over the plan
         if summary.get("interrupted"):
             break
     return summary

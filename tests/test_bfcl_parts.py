@@ -1,0 +1,111 @@
+"""Parts of the BFCL evaluation: data loading, the no-eval executor and guards, the CLI's resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("BFCL_PROJECT_ROOT", tempfile.mkdtemp(prefix="bfcl_project_"))
+
+from bench.bfcl.cli import main  # noqa: E402
+from bench.bfcl.data import category_of, load_dataset  # noqa: E402
+from bench.bfcl.runner import ApiInstances  # noqa: E402
+from bench.bfcl.scoring import REFUSED_CALL, checked_call, handler_class, refuse_evaluated_expressions, register_model, forget_model  # noqa: E402
+from engine.errors import UserInputError  # noqa: E402
+
+
+def test_v3_has_the_papers_entries_and_names_its_version() -> None:
+    dataset = load_dataset("v3")
+    counts: dict[str, int] = {}
+    for entry in dataset.entries:
+        counts[category_of(entry["id"])] = counts.get(category_of(entry["id"]), 0) + 1
+    assert len(counts) == 17 and sum(counts.values()) == 4441  # + 310 exec/REST entries = the paper's 4,751
+    assert counts["live_multiple"] == 1053 and counts["multi_turn_miss_func"] == 200
+    assert "BFCL-v3" in dataset.describe() and "2025.6.8" in dataset.describe()
+    miss = next(e for e in dataset.entries if e["id"] == "multi_turn_miss_func_0")
+    held_out = [f["name"] for docs in miss["missed_function"].values() for f in docs]
+    assert held_out and not set(held_out) & {f["name"] for f in miss["function"]}
+
+
+def test_bad_versions_and_categories_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="--bfcl-data"):
+        load_dataset("v4")  # the installed 2025.6.8 ships only v3 files
+    with pytest.raises(UserInputError, match="BFCL_v4"):
+        load_dataset("v4", data_dir=tmp_path)
+    with pytest.raises(UserInputError, match="live web APIs"):
+        load_dataset("v3", ["exec_simple"])
+    with pytest.raises(UserInputError, match="unknown BFCL category 'simpel'"):
+        load_dataset("v3", ["simpel"])
+
+
+def test_v4_data_dir_is_read_by_its_file_names(tmp_path: Path) -> None:
+    """A v4 folder (names BFCL_v4_*, v4's renamed simple_python) is loaded and scored by name."""
+    v3 = load_dataset("v3", ["simple"], limit=3)
+    (tmp_path / "possible_answer").mkdir()
+    rows = [json.dumps({**e, "id": e["id"].replace("simple", "simple_python")}) for e in v3.entries]
+    answers = [json.dumps({"id": i.replace("simple", "simple_python"), "ground_truth": g}) for i, g in v3.ground_truth.items()]
+    (tmp_path / "BFCL_v4_simple_python.json").write_text("\n".join(rows) + "\n")
+    (tmp_path / "possible_answer" / "BFCL_v4_simple_python.json").write_text("\n".join(answers) + "\n")
+    v4 = load_dataset("v4", ["all"], data_dir=tmp_path)
+    assert v4.categories == ["simple_python"] and len(v4.entries) == 3 and "BFCL-v4" in v4.describe()
+
+
+def test_our_executor_gives_bfcls_outputs_without_eval() -> None:
+    """ApiInstances (ast + method call) renders every ground-truth call's output exactly as
+    BFCL's eval-based executor does, on the first 25 entries of each multi-turn category."""
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import execute_multi_turn_func_call
+
+    dataset = load_dataset("v3", ["multi_turn"], limit=25)
+    model = f"parity_{uuid.uuid4().hex[:8]}"
+    compared = 0
+    for entry in dataset.entries:
+        ours = ApiInstances(entry)
+        for turn in dataset.ground_truth[entry["id"]]:
+            theirs, _ = execute_multi_turn_func_call(turn, entry["initial_config"], entry["involved_classes"], model, entry["id"],
+                                                     long_context="long_context" in entry["id"])
+            assert [ours.execute(call) for call in turn] == theirs, entry["id"]
+            compared += len(turn)
+    assert compared > 500
+
+
+def test_model_text_that_bfcl_would_evaluate_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    # BFCL's prompt decoder evals BinOp values: this would create a file
+    with pytest.raises(ValueError, match="refused"):
+        refuse_evaluated_expressions(f"[f(x=open('{marker}', 'w') + 1)]")
+    refuse_evaluated_expressions("[f(x=1/3, y=-2*4.5, z=2**10)]")  # small arithmetic stays BFCL's
+    name = register_model("prompt", "guard")
+    try:
+        handler = handler_class()(name)
+        with pytest.raises(ValueError):
+            handler.decode_ast(f"[f(x=open('{marker}', 'w') + 1)]")
+        # the multi-turn checker evals decoded call strings: only API methods on literals pass
+        assert handler.decode_execute(f"[open(file='{marker}', mode='w'), cd(folder='x')]") == [REFUSED_CALL, "cd(folder='x')"]
+    finally:
+        forget_model(name)
+    assert checked_call("cd(folder=ls())") is not None and checked_call("cd(folder=__import__('os'))") is None
+    assert not marker.exists()
+    entry = load_dataset("v3", ["multi_turn_base"], limit=1).entries[0]
+    assert ApiInstances(entry).execute(f"open(file='{marker}', mode='w')") == "Error during execution: name 'open' is not defined"
+    assert not marker.exists()
+
+
+def test_cli_resumes_and_refuses_a_different_run_in_the_same_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bfcl", "--model", "replay", "--categories", "simple", "multi_turn_miss_func", "--limit", "4", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    first = json.loads((tmp_path / "report.json").read_text())
+    assert first["categories"]["simple"]["correct_count"] == 4 and first["categories"]["multi_turn_miss_func"]["correct_count"] == 4
+    result = tmp_path / "result" / "BFCL_v3_simple_result.json"
+    lines = result.read_text().splitlines()
+    result.write_text("\n".join(lines[:2]) + "\n" + lines[2][:15])  # two rows lost, one torn mid-line
+    assert main(argv) == 0
+    assert len(result.read_text().splitlines()) == 4
+    again = json.loads((tmp_path / "report.json").read_text())
+    assert again["categories"] == first["categories"] and again["run"]["done"] == 2 and again["run"]["skipped"] == 6
+    with pytest.raises(UserInputError, match="different mode"):
+        main([*argv, "--mode", "fc"])
