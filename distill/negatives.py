@@ -102,20 +102,40 @@ def rule_broken_dependency(episode: Episode, pool: ToolPool, rng: random.Random)
     return h, calls
 
 
+def _guess(schema: dict[str, Any], name: str) -> Any:
+    """A value a model might make up for a parameter it has no value for."""
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "default" in schema:
+        return schema["default"]
+    return {"integer": 1, "number": 1.0, "boolean": True, "array": [], "object": {}}.get(schema.get("type"), f"my {name.replace('_', ' ')}")
+
+
 def rule_call_on_miss(episode: Episode, pool: ToolPool, rng: random.Random) -> tuple[int, list[ToolCall]] | None:
-    """Call on a miss turn instead of asking / saying the function is missing: guess the value."""
-    spots = [h for h, t in enumerate(episode.turns[:-1]) if t.label != "call" and episode.turns[h + 1].calls]
+    """Call on a miss turn instead of asking / saying a function is missing: the restoring turn's
+    call with a guessed value (miss_param), the withheld function (miss_func), or an offered but
+    unrelated function with made-up arguments (irrelevance)."""
+    spots = [h for h, t in enumerate(episode.turns) if t.label != "call"]
     if not spots:
         return None
     h = rng.choice(spots)
-    turn, follow = episode.turns[h], episode.turns[h + 1]
-    calls = list(follow.calls)
-    if turn.label == "miss_param":
-        for i, c in enumerate(calls):
-            if turn.missing and turn.missing[0] in c.arguments:
-                calls[i] = _perturb_value(c, turn.missing[0], pool, rng)
-                break
-    return h, calls[:1]
+    turn = episode.turns[h]
+    follow = episode.turns[h + 1] if h + 1 < len(episode.turns) else None
+    if follow is not None and follow.calls:
+        calls = list(follow.calls)
+        if turn.label == "miss_param":
+            for i, c in enumerate(calls):
+                if turn.missing and turn.missing[0] in c.arguments:
+                    calls[i] = _perturb_value(c, turn.missing[0], pool, rng)
+                    break
+        return h, calls[:1]
+    offered = [t for t in episode.tools if t.name not in turn.missing]
+    if not offered:
+        return None
+    spec = rng.choice(offered)
+    props = spec.parameters.get("properties", {})
+    args = {p: _guess(props.get(p, {}), p) for p in spec.parameters.get("required", [])}
+    return h, [ToolCall(name=spec.name, arguments=args)]
 
 
 RULES: dict[str, tuple[Callable[..., tuple[int, list[ToolCall]] | None], str]] = {

@@ -90,7 +90,8 @@ class TokenBucket:
         """Seconds until ``need`` (capped at the capacity) is available; 0 = now."""
         self.refill(now)
         short = min(need, self.capacity) - self.level
-        return short / self.rate if short > 0 else 0.0
+        # Ignore float dust: a wait too small to move the clock would spin forever.
+        return short / self.rate if short > 1e-9 else 0.0
 
     def clamp(self, at_most: float) -> None:
         if self.level > at_most:

@@ -63,9 +63,6 @@ class Faults(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class _State:
     def __init__(self, faults: Faults):
-        for kind in faults.script:
-            if kind not in OUTCOMES:
-                raise UserInputError(f"fault script entry {kind!r} is unknown; use one of {', '.join(OUTCOMES)}")
         self.faults = faults
         self.teacher = SimTeacher(seed=faults.seed, model=faults.model)
         self.rng = random.Random(faults.seed)
@@ -235,9 +232,13 @@ async def _serving(faults: Faults, host: str, port: int) -> AsyncIterator[str]:
 
 def _faults(overrides: dict[str, Any]) -> Faults:
     try:
-        return msgspec.convert(overrides, Faults)
+        faults = msgspec.convert(overrides, Faults)
     except msgspec.ValidationError as err:
         raise UserInputError(f"sim server faults are invalid: {err}; valid keys are {', '.join(Faults.__struct_fields__)}") from None
+    for kind in faults.script:
+        if kind not in OUTCOMES:
+            raise UserInputError(f"fault script entry {kind!r} is unknown; use one of {', '.join(OUTCOMES)}")
+    return faults
 
 
 @contextlib.contextmanager
@@ -256,11 +257,10 @@ def serve_sim_thread(*, host: str = "127.0.0.1", port: int = 0, **faults: Any) -
                 ready.set_result(url)
                 started.set()
                 await stop.wait()
-        except BaseException as err:  # surface bind errors to the caller
+        except Exception as err:  # bind errors and the like: re-raised in the caller's thread
             if not ready.done():
                 ready.set_exception(err)
             started.set()
-            raise
 
     thread = threading.Thread(target=lambda: loop.run_until_complete(run()), name="magnet-sim-server", daemon=True)
     thread.start()

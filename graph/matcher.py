@@ -237,7 +237,7 @@ class Match(NamedTuple):
 
 
 class Matcher:
-    """Scores f -> g for a fixed pool; build once, then ``edges()`` or ``score(f, g)``."""
+    """Scores f -> g for a fixed pool; build once, then ``match(f)`` or ``score(f, g)``."""
 
     def __init__(self, specs: list[FunctionSpec], config: MatcherConfig | None = None):
         self.config = config or MatcherConfig()

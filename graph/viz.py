@@ -97,7 +97,11 @@ def render_png(sub: nx.DiGraph, center: str, out: Path) -> Path:
     nx.draw_networkx_nodes(sub, pos, ax=ax, node_color=[colors[n] for n in sub],
                            node_size=[500 if n == center else 250 for n in sub])
     nx.draw_networkx_labels(sub, pos, ax=ax, font_size=8)
+    legend = {str(sub.nodes[n].get("toolkit", "")) or "(none)": colors[n] for n in sub}
+    ax.legend(handles=[plt.Line2D([], [], marker="o", linestyle="", color=c, label=tk) for tk, c in sorted(legend.items())],
+              loc="best", fontsize=8, title="toolkit")
     ax.set_title(f"{center}: {len(sub)} functions, {sub.number_of_edges()} dependencies (arrow: output feeds input)")
+    ax.margins(0.08)
     ax.axis("off")
     fig.tight_layout()
     fig.savefig(out)

@@ -94,7 +94,7 @@ async def test_bfcl_multi_turn_checker_accepts_every_positive(tmp_path, monkeypa
     pool = bfcl_pool()
     class_of = {toolkit: cls for cls, (_m, _d, toolkit, _p) in BFCL_CLASSES.items()}
     graph = build_graph(pool.specs())
-    config = PathConfig(mixture={"multi_turn": 24}, p_split=0.3)
+    config = PathConfig(mixture={"multi_turn": 48}, p_split=0.3)
     distiller = Distiller(pool, SimTeacher(), GenerateConfig(negatives="perturb"))
     checked = rejected = 0
     for path in sample_paths(graph, pool.specs(), config, seed=3):

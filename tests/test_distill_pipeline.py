@@ -161,3 +161,43 @@ async def test_mined_negative_from_student_mistakes(pool):
     assert rej.teacher == "sim:3" and not rej.verification.ok
     assert rej.hints[0] != pair.chosen.hints[0]  # the student's own wrong call was the hint
     assert not any("[Hint]" in (m.content or "") for m in rej.messages)
+
+
+def test_config_file_flags_override_and_path_mixture(tmp_path):
+    from distill.cli import load_config, mixture
+    from engine.errors import UserInputError
+
+    toml = tmp_path / "gen.toml"
+    toml.write_text('teacher = "sim"\nseed = 4\nmulti = 3\nirrelevance = 1\npaths = 0\n[teacher_options]\nrpm = 60\n')
+    config, _ = load_config(["--config", str(toml), "--out", str(tmp_path / "r"), "--seed", "9", "--tpm", "1000"])
+    assert (config.teacher, config.seed, config.teacher_options) == ("sim", 9, {"rpm": 60, "tpm": 1000})
+    assert mixture(config) == {"single": 0, "parallel": 0, "multiple": 0, "parallel_multiple": 0, "multi_turn": 3, "irrelevance": 1}
+    config, _ = load_config(["--out", "x", "--teacher", "sim", "--paths", "10"])
+    assert sum(mixture(config).values()) == 10 and config.negative_mode == "perturb"
+    config, _ = load_config(["--out", "x", "--teacher", "sim", "--single", "5"])
+    assert mixture(config)["single"] == 2 and sum(mixture(config).values()) == 5
+    with pytest.raises(UserInputError, match="does not exist"):
+        load_config(["--out", "x", "--config", str(toml.with_name("missing.toml"))])
+    toml.write_text("seed = 'four'\n")
+    with pytest.raises(UserInputError, match="seed"):
+        load_config(["--out", "x", "--config", str(toml)])
+
+
+def test_prompts_are_overridable_by_file_name(tmp_path):
+    from distill.prompts import Prompts
+    from engine.errors import UserInputError
+
+    assert {"back_translation", "forth_translation", "system", "positive_system", "negative_system",
+            "judge_errors"} <= set(Prompts().names())
+    (tmp_path / "follow_up.txt").write_text("Say more about $query")
+    prompts = Prompts(tmp_path)
+    assert prompts.render("follow_up", query="x", situation="s", goal="g") == "Say more about x"
+    assert Prompts().text("follow_up").startswith("You play the USER")  # the packaged file is untouched
+    (tmp_path / "follow_up.txt").write_text("Uses $nope")
+    with pytest.raises(UserInputError, match="nope"):
+        Prompts(tmp_path).render("follow_up", query="x")
+    (tmp_path / "typo_name.txt").write_text("x")
+    with pytest.raises(UserInputError, match="typo_name"):
+        Prompts(tmp_path)
+    with pytest.raises(UserInputError, match="does not exist"):
+        Prompts(tmp_path / "absent")

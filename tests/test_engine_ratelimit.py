@@ -60,7 +60,7 @@ async def _grant_times(limiter: Limiter, clock: VirtualClock, n: int, est_in: in
     for _ in range(n):
         await limiter.acquire(est_in, est_out)
         times.append(clock.now)
-        limiter.release(est_in, est_out, 0, used_out if used_out is not None else est_out)
+        limiter.release(est_in, est_out, est_in, used_out if used_out is not None else est_out)
     return times
 
 

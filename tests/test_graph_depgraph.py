@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from bench.graph_bench import synthetic_pool
-from engine.errors import UserInputError
+from engine.errors import FatalTeacherError, RateLimited, UserInputError
 from engine.records import FunctionSpec, Message
 from engine.teacher import Completion
 from engine.teachers import make_teacher
@@ -216,6 +216,31 @@ def test_judge_with_simulator_teacher(tmp_path) -> None:
     assert all(d.get("nested_by") == "judge" for *_, d in graph.edges(data=True))
 
 
+class FlakyTeacher(MessyTeacher):
+    """Rate-limited on the first call, then an auth failure once ``fatal`` is set."""
+
+    name = "flaky-fake"
+
+    def __init__(self, fatal: bool = False):
+        super().__init__({})
+        self.fatal = fatal
+
+    async def chat(self, messages: list[Message], tools: Any = None, **kw: Any) -> Completion:
+        if self.fatal:
+            raise FatalTeacherError("401 unauthorized")
+        if not self.prompts:
+            self.prompts.append("429")
+            raise RateLimited("slow down", retry_after=0.01, status=429)
+        return await super().chat(messages, tools, **kw)
+
+
+def test_judge_retries_transient_errors_and_stops_on_fatal(tmp_path) -> None:
+    graph = build_graph(handmade_pool(), FlakyTeacher(), judge=JudgeConfig(use_cache=False))
+    assert graph.graph["judge"]["failed"] == 0
+    with pytest.raises(FatalTeacherError):
+        build_graph(handmade_pool(), FlakyTeacher(fatal=True), judge=JudgeConfig(use_cache=False))
+
+
 def test_prompts_dir_override(tmp_path) -> None:
     (tmp_path / "dependency.txt").write_text("CUSTOM $target_name\n$target\n$candidates\n")
     teacher = MessyTeacher({})
@@ -282,7 +307,11 @@ def test_bad_pools() -> None:
         build_graph([FunctionSpec(name="broken", description="", parameters={"properties": []})])
     with pytest.raises(UserInputError, match="empty name"):
         validate_specs([FunctionSpec(name=" ", description="", parameters={})])
-    with pytest.raises(UserInputError):
-        from graph.cli import _config
+    from graph.cli import _config
 
+    with pytest.raises(UserInputError, match="threshold"):
         _config(MatcherConfig, {"threshold": 3.0}, "matcher options")
+    with pytest.raises(UserInputError, match="concurrency"):
+        _config(JudgeConfig, {"concurrency": 0}, "judge options")
+    with pytest.raises(UserInputError, match="mode"):
+        _config(JudgeConfig, {"mode": "vote"}, "judge options")

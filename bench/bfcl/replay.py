@@ -120,22 +120,31 @@ class ReplayTeacher:
         self.ground_truth = dataset.ground_truth
         self.openings: dict[str, list[str]] = {}
         self.lengths: set[int] = set()
-        self.turn_texts: dict[str, list[str | None]] = {}  # multi-turn: the user text opening turns 1..n
+        self.turn_texts: dict[str, list[str | None]] = {}
+        self.tool_names: dict[str, tuple[frozenset[str], frozenset[str]]] = {}  # FC: (offered first, offered at most)  # multi-turn: the user text opening turns 1..n
         for entry in dataset.entries:
             if categories is not None and category_of(entry["id"]) not in categories:
                 continue
             convo = Conversation(entry, mode)
             convo.add_user(convo.entry["question"][0])
-            self.entries[entry["id"]] = entry
-            self.openings.setdefault(_key(convo.messages), []).append(entry["id"])
+            key = entry["id"] if entry["id"] not in self.entries else f"{entry['id']}#{len(self.entries)}"  # BFCL repeats an id
+            self.entries[key] = entry
+            self.openings.setdefault(_key(convo.messages), []).append(key)
             self.lengths.add(len(convo.messages))
+            if convo.tools is not None:  # FC: the functions are not in the messages; tell entries apart by them
+                held = [d["name"] for docs in convo.entry.get("missed_function", {}).values() for d in docs]
+                first = frozenset(t.name for t in convo.tools)
+                self.tool_names[key] = (first, first | {n.replace(".", "_") for n in held})
             if is_multi_turn(category_of(entry["id"])):
                 turns = range(1, len(entry["question"]))
-                self.turn_texts[entry["id"]] = [(convo.turn_messages(t) or [{}])[-1].get("content") for t in turns]
+                self.turn_texts[key] = [(convo.turn_messages(t) or [{}])[-1].get("content") for t in turns]
 
-    def identify(self, messages: list[Message]) -> dict[str, Any]:
+    def identify(self, messages: list[Message], tools: list[FunctionSpec] | None = None) -> dict[str, Any]:
+        offered = frozenset(t.name for t in tools or [])
         for n in sorted(self.lengths, reverse=True):
             ids = self.openings.get(_key(messages[:n])) if n <= len(messages) else None
+            if ids and self.tool_names:
+                ids = [i for i in ids if self.tool_names[i][0] <= offered <= self.tool_names[i][1]]
             if ids:
                 # Entries may share their first turn (same question, same files): the user
                 # turns seen since tell them apart; if even those agree, the first one answers.
@@ -161,6 +170,8 @@ class ReplayTeacher:
         if not calls:
             return Message(role="assistant", content=NO_CALL_TEXT)
         if self.mode == "fc":
+            if self.language != "Python":  # BFCL's FC schemas make every Java/JS parameter a string
+                calls = [(name, {k: self.fc_string(v, self.types.get((name, k), "")) for k, v in args.items()}) for name, args in calls]
             return Message(role="assistant", tool_calls=[
                 ToolCall(name=name.replace(".", "_"), arguments=args, id=f"call_{i}") for i, (name, args) in enumerate(calls)
             ])
@@ -169,6 +180,10 @@ class ReplayTeacher:
 
     def arguments(self, name: str, args: dict[str, Any]) -> str:
         return ", ".join(f"{k}={self.render(v, self.types.get((name, k), ''))}" for k, v in args.items())
+
+    def fc_string(self, value: Any, declared: str) -> str:
+        """A Java/JS value "in string representation", as BFCL's FC function docs ask for it."""
+        return value if isinstance(value, str) and declared.lower() in ("string", "char", "") else self.render(value, declared)
 
     def render(self, value: Any, declared: str) -> str:
         """A value as source text of the entry's language: Python repr; for Java/JavaScript a
@@ -187,7 +202,7 @@ class ReplayTeacher:
 
     async def chat(self, messages: list[Message], tools: list[FunctionSpec] | None = None, *, tool_choice: Any = None,
                    response_format: Any = None, temperature: float = 0.0, max_tokens: int = 512, seed: int | None = None) -> Completion:
-        entry = self.identify(messages)
+        entry = self.identify(messages, tools)
         self.language = language_of(category_of(entry["id"]))
         self.types = {(f["name"], p): spec.get("type", "") for f in entry["function"]
                       for p, spec in f.get("parameters", {}).get("properties", {}).items()}

@@ -50,8 +50,11 @@ def parse_hermes(text: str) -> tuple[str | None, list[ToolCall]]:
             raise BadAnswer(f"tool call {i} is not valid JSON: {wire.quote(body)}", text=text) from None
         if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
             raise BadAnswer(f"tool call {i} has no function name: {wire.quote(body)}", text=text)
-        args = data.get("arguments", data.get("parameters", {}))
-        calls.append(ToolCall(name=data["name"], arguments=wire.parse_arguments(args, data["name"]), id=f"call_{i}"))
+        try:
+            args = wire.parse_arguments(data.get("arguments", data.get("parameters", {})), data["name"])
+        except BadAnswer as err:
+            raise BadAnswer(f"tool call {i}: {err}", text=text) from None
+        calls.append(ToolCall(name=data["name"], arguments=args, id=f"call_{i}"))
     content = _TOOL_CALL.sub("", text).strip() if calls else text.strip()
     return (content or None) if calls else content, calls
 
@@ -123,6 +126,8 @@ class HFTeacher:
         offered = tools if tools and tool_choice != "none" else None
         prompt = tok.apply_chat_template(wire.messages_to_wire(messages), tools=wire.tools_to_wire(offered) if offered else None,
                                          add_generation_prompt=True, tokenize=False)
+        if tool_choice == "required" and offered and len(offered) == 1:  # only one function can be meant
+            tool_choice = {"type": "function", "function": {"name": offered[0].name}}
         prefix = _prefill(tool_choice if offered else None, response_format)
         ids = tok(prompt + prefix, add_special_tokens=False)["input_ids"]
         request = _Request(ids, prefix, temperature, max_tokens, seed, loop, loop.create_future())
@@ -130,9 +135,10 @@ class HFTeacher:
         self._queue.put(request)
         text, n_out, stopped = await request.future
         metrics.METRICS.record_usage(len(ids), n_out, price_in=self.price_in, price_out=self.price_out)
+        text = prefix + text
         if not stopped:
             raise BadAnswer(f"truncated: the answer hit max_tokens={max_tokens}: {wire.quote(text)}", text=text)
-        content, calls = parse_hermes(prefix + text)
+        content, calls = parse_hermes(text)
         return Completion(message=Message(role="assistant", content=content, tool_calls=calls),
                           finish_reason="tool_calls" if calls else "stop",
                           usage=Usage(prompt_tokens=len(ids), completion_tokens=n_out), model=self.model_dir.name)
