@@ -68,14 +68,20 @@ def _perturb_value(call: ToolCall, name: str, pool: ToolPool, rng: random.Random
     return ToolCall(name=call.name, arguments=args)
 
 
-def rule_wrong_value(episode: Episode, pool: ToolPool, rng: random.Random) -> tuple[int, list[ToolCall]] | None:
-    spots = [(h, i, k) for h, t in enumerate(episode.turns) for i, c in enumerate(t.calls) for k in c.arguments]
+def _change_one(episode: Episode, spots: list[tuple[int, int, str]], pool: ToolPool,
+                rng: random.Random) -> tuple[int, list[ToolCall]] | None:
+    """Turn and its calls with one (turn, call, argument) spot given another value."""
     if not spots:
         return None
     h, i, k = rng.choice(spots)
     calls = list(episode.turns[h].calls)
     calls[i] = _perturb_value(calls[i], k, pool, rng)
     return h, calls
+
+
+def rule_wrong_value(episode: Episode, pool: ToolPool, rng: random.Random) -> tuple[int, list[ToolCall]] | None:
+    spots = [(h, i, k) for h, t in enumerate(episode.turns) for i, c in enumerate(t.calls) for k in c.arguments]
+    return _change_one(episode, spots, pool, rng)
 
 
 def rule_missing_nested(episode: Episode, pool: ToolPool, rng: random.Random) -> tuple[int, list[ToolCall]] | None:
@@ -94,12 +100,7 @@ def rule_broken_dependency(episode: Episode, pool: ToolPool, rng: random.Random)
             values = output_values(earlier)
             spots += [(h, i, k) for k, v in call.arguments.items() if v in values.get(k, ())]
             earlier.append(turn.outputs[i] if i < len(turn.outputs) else None)
-    if not spots:
-        return None
-    h, i, k = rng.choice(spots)
-    calls = list(episode.turns[h].calls)
-    calls[i] = _perturb_value(calls[i], k, pool, rng)
-    return h, calls
+    return _change_one(episode, spots, pool, rng)
 
 
 def _guess(schema: dict[str, Any], name: str) -> Any:

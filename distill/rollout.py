@@ -16,6 +16,7 @@ import msgspec
 
 from distill.parsers import format_bfcl, validate_call
 from distill.structured import Spend
+from engine import metrics
 from engine.errors import BadAnswer
 from engine.records import Episode, EpisodeTurn, FunctionSpec, Message, ToolCall
 from engine.teacher import Teacher
@@ -135,6 +136,7 @@ async def roll_out(
                     break
                 except BadAnswer as err:
                     last_error = err
+                    metrics.METRICS.retries += 1
             if message is None:
                 log.errors.append(f"turn {h} step {step}: {last_error}")
                 break

@@ -23,6 +23,7 @@ from distill.parsers import format_bfcl, quote, validate_call
 from distill.prompts import Prompts
 from distill.rollout import fresh_runtime
 from distill.structured import Spend, ask_json
+from engine import metrics
 from engine.errors import BadAnswer, JobFailed
 from engine.records import Episode, EpisodeTurn, FunctionSpec, Message, SignaturePath, ToolCall
 from engine.teacher import Teacher
@@ -185,13 +186,17 @@ class Translator:
     # -- steps -----------------------------------------------------------------------------
 
     async def _retry(self, stage: str, step: Any) -> Any:
-        """Run ``step(attempt, history)``; a BadAnswer is shown to the teacher on the next attempt."""
+        """Run ``step(attempt, history)``; a BadAnswer is shown to the teacher on the next attempt.
+
+        Not ``engine.retry.with_retries``: a bad answer is re-asked at once (no backoff: nothing is
+        overloaded), at the retry temperature, with the problem explained to the model."""
         history: list[Message] = []
         for attempt in range(self.cfg.translate_attempts):
             try:
                 return await step(attempt, history)
             except BadAnswer as err:
                 last = err
+                metrics.METRICS.retries += 1
                 history = [Message(role="assistant", content=err.text or "(empty)"),
                            Message(role="user", content=f"That answer has a problem: {err}. Answer again, fixing it.")]
         raise JobFailed(f"{stage}: {last}", stage="translate", attempts=self.cfg.translate_attempts) from last

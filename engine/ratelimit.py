@@ -83,13 +83,17 @@ class TokenBucket:
 
     def refill(self, now: float) -> None:
         if now > self.stamp:
-            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            level = self.level + (now - self.stamp) * self.rate
+            self.level = level if level < self.capacity else self.capacity
             self.stamp = now
 
     def wait(self, need: float, now: float) -> float:
         """Seconds until ``need`` (capped at the capacity) is available; 0 = now."""
-        self.refill(now)
-        short = min(need, self.capacity) - self.level
+        if now > self.stamp:
+            level = self.level + (now - self.stamp) * self.rate
+            self.level = level if level < self.capacity else self.capacity
+            self.stamp = now
+        short = (need if need < self.capacity else self.capacity) - self.level
         # Ignore float dust: a wait too small to move the clock would spin forever.
         return short / self.rate if short > 1e-9 else 0.0
 
@@ -127,14 +131,14 @@ class Limiter:
 
     def _delay(self, est_in: int, est_out: int, now: float) -> float:
         delay = self.paused_until - now
-        if self.requests is not None:
-            delay = max(delay, self.requests.wait(1, now))
-        if self.tokens is not None:
-            delay = max(delay, self.tokens.wait(est_in + est_out, now))
-        if self.input is not None:
-            delay = max(delay, self.input.wait(est_in, now))
-        if self.output is not None:
-            delay = max(delay, self.output.wait(est_out, now))
+        if self.requests is not None and (w := self.requests.wait(1, now)) > delay:
+            delay = w
+        if self.tokens is not None and (w := self.tokens.wait(est_in + est_out, now)) > delay:
+            delay = w
+        if self.input is not None and (w := self.input.wait(est_in, now)) > delay:
+            delay = w
+        if self.output is not None and (w := self.output.wait(est_out, now)) > delay:
+            delay = w
         return delay
 
     def _take(self, est_in: int, est_out: int) -> None:

@@ -34,6 +34,7 @@ from aiohttp import web
 from engine import wire
 from engine.errors import BadAnswer, UserInputError
 from engine.teachers.sim import SimTeacher
+from engine.teachers.spec import field_help
 
 OUTCOMES = ("ok", "429", "5xx", "timeout", "html", "badjson", "nofields", "length", "cut", "filter", "badargs", "401")
 _JSON = "application/json"
@@ -156,7 +157,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     if delay:
         await asyncio.sleep(delay)
     if kind == "5xx":
-        return _error(state.rng.choice((500, 502, 503)), "server_error", "The server had an error while processing your request.", headers)
+        return _error((500, 502, 503)[state.counts["5xx"] % 3], "server_error", "The server had an error while processing your request.", headers)
     if kind == "html":
         return web.Response(body=_HTML_PAGE, status=200, content_type="text/html", headers=headers)
     completion = state.teacher.answer(messages, tools, tool_choice=req.get("tool_choice"),
@@ -295,7 +296,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=8000, help="0 = pick a free port and print it")
     hints = msgspec.inspect.type_info(Faults)
     for field in hints.fields:
-        help_ = _field_help(field.name)
+        help_ = field_help(Faults, field.name)
         flag = "--" + field.name.replace("_", "-")
         if field.name == "script":
             parser.add_argument(flag, default="", help=help_ + " (comma-separated)")
@@ -328,10 +329,3 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
-
-
-def _field_help(name: str) -> str:
-    import typing
-
-    hint = typing.get_type_hints(Faults, include_extras=True)[name]
-    return next((m.description for m in getattr(hint, "__metadata__", ()) if isinstance(m, msgspec.Meta)), "")

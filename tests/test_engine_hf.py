@@ -83,8 +83,9 @@ async def test_chat_answers_with_exact_usage(teacher):
 @pytest.mark.asyncio(loop_scope="module")
 async def test_concurrent_requests_share_batches(teacher):
     before = len(teacher.batches)
-    questions = [f"What is {i} plus {i}? Answer with one number." for i in range(6)]
-    answers = await asyncio.gather(*[teacher.chat([Message(role="user", content=q)], max_tokens=24) for q in questions])
+    countries = ["France", "Italy", "Spain", "Germany", "Japan", "Egypt"]
+    questions = [f"What is the capital of {c}? Answer in one short sentence." for c in countries]
+    answers = await asyncio.gather(*[teacher.chat([Message(role="user", content=q)], max_tokens=32) for q in questions])
     sizes = teacher.batches[before:]
     assert sum(sizes) == 6 and max(sizes) > 1 and max(sizes) <= 4
     assert all(a.message.content and a.finish_reason == "stop" for a in answers)

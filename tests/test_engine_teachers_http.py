@@ -281,3 +281,19 @@ async def test_limit_learned_from_headers_avoids_429s():
     assert len(results) == 12 and stats["counts"]["ok"] == 12
     assert stats["counts"]["429"] <= 1
     assert teacher.limiter.learned == {"requests": 90.0}
+
+
+def test_vllm_and_hf_specs_dispatch_lazily_to_their_backends(tmp_path):
+    from engine.teachers.vllm_server import VLLMServerTeacher
+
+    teacher = make_teacher("vllm:smollm2", max_concurrency=8, options={"max_model_len": 1024})
+    assert isinstance(teacher, VLLMServerTeacher) and teacher.name == "vllm:smollm2"  # constructed, not started
+    with pytest.raises(UserInputError, match="config.json"):
+        make_teacher(f"hf:{tmp_path}")  # reached HFTeacher, which checks the folder
+
+
+async def test_sim_spec_with_latency():
+    teacher = make_teacher("sim", latency_ms=30)
+    start = time.perf_counter()
+    await teacher.chat([user("hi")])
+    assert time.perf_counter() - start >= 0.03

@@ -54,7 +54,7 @@ def test_single_turn_loss_and_grads_match_trl(tiny, tmp_path, share_prefix):  # 
     ours, _ = _our_loss(policy, ref_model, examples, cfg)
 
     args = DPOConfig(output_dir=str(tmp_path / "trl"), beta=0.1, loss_type=["sigmoid"], use_cpu=True, report_to="none",
-                     per_device_train_batch_size=4, max_length=None)
+                     per_device_train_batch_size=4, max_length=None, bf16=False)
     prompt = [{"role": "user", "content": "hi"}]
     ds = Dataset.from_list([{"prompt": prompt, "chosen": [{"role": "assistant", "content": "a"}],
                              "rejected": [{"role": "assistant", "content": "b"}]}])

@@ -48,6 +48,11 @@ def _key(messages: list[Message]) -> str:
     return hashlib.sha1(raw).hexdigest()
 
 
+def _tool_key(tool: FunctionSpec) -> bytes:
+    """A tool as offered (name, description, schema): entries may share names but not schemas."""
+    return orjson.dumps([tool.name, tool.description, tool.parameters], option=orjson.OPT_SORT_KEYS)
+
+
 def _is_results(message: Message) -> bool:
     """A message carrying executed calls' outputs (FC: role tool; prompt: BFCL's user message)."""
     return message.role == "tool" or (message.role == "user" and (message.content or "").startswith("[{'role': 'tool'"))
@@ -69,6 +74,8 @@ def _first_accepted(options: list[Any], schema: dict[str, Any]) -> tuple[bool, A
 def _pick_dict(answer: dict[str, list[Any]], properties: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, options in answer.items():
+        if properties and key not in properties and "" in options:
+            continue  # optional in the answer and unknown to the function doc: leaving it out is the answer
         present, value = _first_accepted(options if isinstance(options, list) else [options], properties.get(key, {}))
         if present:
             out[key] = value
@@ -121,7 +128,7 @@ class ReplayTeacher:
         self.openings: dict[str, list[str]] = {}
         self.lengths: set[int] = set()
         self.turn_texts: dict[str, list[str | None]] = {}
-        self.tool_names: dict[str, tuple[frozenset[str], frozenset[str]]] = {}  # FC: (offered first, offered at most)  # multi-turn: the user text opening turns 1..n
+        self.tool_sets: dict[str, set[frozenset[bytes]]] = {}  # FC: every tool list the entry is offered  # multi-turn: the user text opening turns 1..n
         for entry in dataset.entries:
             if categories is not None and category_of(entry["id"]) not in categories:
                 continue
@@ -132,19 +139,21 @@ class ReplayTeacher:
             self.openings.setdefault(_key(convo.messages), []).append(key)
             self.lengths.add(len(convo.messages))
             if convo.tools is not None:  # FC: the functions are not in the messages; tell entries apart by them
-                held = [d["name"] for docs in convo.entry.get("missed_function", {}).values() for d in docs]
-                first = frozenset(t.name for t in convo.tools)
-                self.tool_names[key] = (first, first | {n.replace(".", "_") for n in held})
+                offers = {frozenset(map(_tool_key, convo.tools))}
+                for turn in sorted(convo.entry.get("missed_function", {}), key=int):
+                    convo.turn_messages(int(turn))  # adds the held-out functions to convo.tools, as the runner will
+                    offers.add(frozenset(map(_tool_key, convo.tools or [])))
+                self.tool_sets[key] = offers
             if is_multi_turn(category_of(entry["id"])):
                 turns = range(1, len(entry["question"]))
                 self.turn_texts[key] = [(convo.turn_messages(t) or [{}])[-1].get("content") for t in turns]
 
     def identify(self, messages: list[Message], tools: list[FunctionSpec] | None = None) -> dict[str, Any]:
-        offered = frozenset(t.name for t in tools or [])
+        offered = frozenset(map(_tool_key, tools or []))
         for n in sorted(self.lengths, reverse=True):
             ids = self.openings.get(_key(messages[:n])) if n <= len(messages) else None
-            if ids and self.tool_names:
-                ids = [i for i in ids if self.tool_names[i][0] <= offered <= self.tool_names[i][1]]
+            if ids and self.tool_sets:
+                ids = [i for i in ids if offered in self.tool_sets[i]]
             if ids:
                 # Entries may share their first turn (same question, same files): the user
                 # turns seen since tell them apart; if even those agree, the first one answers.

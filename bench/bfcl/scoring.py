@@ -205,6 +205,39 @@ def score_category(
     return accuracy, count, failures
 
 
+def irrelevance_turns(rows: list[dict[str, Any]], dataset: Dataset, model_name: str) -> dict[str, dict[str, Any]]:
+    """BFCL's ``multi_turn_irrelevance_checker`` per miss_func / miss_param entry: did the model
+    stay silent on the turn it could not complete? bfcl-eval 2025.6.8 leaves this check out of
+    the score (commented out in its runner), so it is reported beside the score, not in it."""
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import multi_turn_irrelevance_checker
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import is_empty_execute_response
+
+    handler = model_config_mapping()[model_name].model_handler(model_name, temperature=0)
+    out = {}
+    for row in rows:
+        truth = dataset.ground_truth[row["id"]]
+        if not isinstance(row["result"], list) or len(row["result"]) != len(truth):
+            continue  # BFCL's runner already failed it (inference error or force-quit)
+        decoded = []
+        for turn in row["result"]:
+            steps = []
+            for step in turn:
+                try:
+                    calls = handler.decode_execute(step)
+                except Exception:  # noqa: BLE001 - as BFCL's runner: an undecodable step holds no call
+                    continue
+                if not is_empty_execute_response(calls):
+                    steps.append(calls)
+            decoded.append(steps)
+        verdict = multi_turn_irrelevance_checker(decoded, truth)
+        out[row["id"]] = {"valid": verdict["valid"], "error_type": verdict.get("error_type")}
+    return out
+
+
+def contain_irrelevance(category: str) -> bool:
+    return "miss_func" in category or "miss_param" in category
+
+
 def score_results(
     results: list[dict[str, Any]], dataset: Dataset, mode: str, score_dir: Path, *, label: str = "magnet"
 ) -> dict[str, Any]:
@@ -219,6 +252,9 @@ def score_results(
         for category in [c for c in dataset.categories if c in by_category]:
             accuracy, count, failures = score_category(category, by_category[category], dataset, model_name, score_dir)
             categories[category] = {"accuracy": accuracy, "total_count": count, "correct_count": round(accuracy * count)}
+            silent = irrelevance_turns(by_category[category], dataset, model_name) if contain_irrelevance(category) else {}
+            if silent:
+                categories[category]["irrelevance_checker_correct"] = sum(v["valid"] for v in silent.values())
             for row in by_category[category]:
                 failure = failures.get(row["id"])
                 entries[row["id"]] = {
@@ -226,6 +262,8 @@ def score_results(
                     "error": None if failure is None else failure.get("error"),
                     "error_type": None if failure is None else failure.get("error_type") or (failure.get("error") or {}).get("error_type"),
                 }
+                if row["id"] in silent:
+                    entries[row["id"]]["irrelevance_check"] = silent[row["id"]]
         return {"model_name": model_name, "categories": categories, "entries": entries}
     finally:
         forget_model(model_name)

@@ -15,15 +15,16 @@ from engine.errors import UserInputError
 from engine.teacher import Teacher
 from engine.teachers.spec import TeacherConfig, load_config, parse_spec
 
-__all__ = ["TeacherConfig", "make_teacher", "client_options"]
+__all__ = ["CLIENT_OPTIONS", "TeacherConfig", "client_options", "make_teacher"]
 
-_CLIENT_FIELDS = ("rpm", "tpm", "tpm_in", "tpm_out", "max_concurrency", "price_in", "price_out", "api_key_env",
+# Keyword options of OpenAIHTTPTeacher that a TeacherConfig carries (backends that wrap it forward these).
+CLIENT_OPTIONS = ("rpm", "tpm", "tpm_in", "tpm_out", "max_concurrency", "price_in", "price_out", "api_key_env",
                   "timeout_s", "max_retries", "max_bad_answer_retries", "backoff_s")
 
 
 def client_options(config: TeacherConfig) -> dict[str, Any]:
     """The config fields an ``OpenAIHTTPTeacher`` takes as keyword arguments."""
-    return {name: getattr(config, name) for name in _CLIENT_FIELDS}
+    return {name: getattr(config, name) for name in CLIENT_OPTIONS}
 
 
 def make_teacher(spec: str | dict[str, Any] | TeacherConfig | Path, **overrides: Any) -> Teacher:

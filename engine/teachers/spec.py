@@ -115,11 +115,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return table
 
 
+def field_help(struct: type, name: str) -> str:
+    """The description a config Struct gives field ``name`` (``Annotated[..., msgspec.Meta(description=...)]``)."""
+    hint = typing.get_type_hints(struct, include_extras=True)[name]
+    return next((m.description for m in getattr(hint, "__metadata__", ()) if isinstance(m, msgspec.Meta) and m.description), "")
+
+
 def describe_fields() -> str:
     """One line per config key with its help text (for --help output and docs)."""
-    hints = typing.get_type_hints(TeacherConfig, include_extras=True)
-    lines = []
-    for name in TeacherConfig.__struct_fields__:
-        desc = next((m.description for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, msgspec.Meta)), "")
-        lines.append(f"{name}: {desc}")
-    return "\n".join(lines)
+    return "\n".join(f"{name}: {field_help(TeacherConfig, name)}" for name in TeacherConfig.__struct_fields__)

@@ -99,6 +99,18 @@ def _kill_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies waiting to be reaped do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
 @atexit.register
 def _stop_leftovers() -> None:
     for proc in list(_LIVE.values()):
@@ -212,7 +224,11 @@ class VLLMServer:
             if proc.poll() is None:
                 _kill_group(proc, signal.SIGKILL)
                 proc.wait()
-        _kill_group(proc, signal.SIGKILL)  # any worker process left in the group
+        # The engine-core workers share the group; they are gone once no live member is left.
+        deadline = time.monotonic() + 10
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            _kill_group(proc, signal.SIGKILL)
+            await asyncio.sleep(0.1)
         _LIVE.pop(proc.pid, None)
 
 

