@@ -183,17 +183,11 @@ def _looks_like_call(value: Any) -> bool:
     )
 
 
-def parse_json_calls(text: str) -> list[ToolCall]:
-    """JSON call objects anywhere in the text; BadAnswer if the text tries and fails."""
-    values = [v for v in _json_values(text) if _looks_like_call(v)]
-    if not values:
-        if _JSON_CALL_HINT.search(text):
-            raise _bad("broken JSON function call", text)
-        return []
-    return [c for v in values for c in _from_json_obj(v, text)]
-
-
 # ---------------------------------------------------------------- entry points
+
+
+def _is_bfcl(block: str) -> bool:
+    return bool(_BFCL_START.match(block) or (_BARE_CALL.match(block) and "\n" not in block))
 
 
 def parse_text(text: str, specs: dict[str, FunctionSpec] | None = None) -> list[ToolCall]:
@@ -201,39 +195,43 @@ def parse_text(text: str, specs: dict[str, FunctionSpec] | None = None) -> list[
     if not text or not text.strip():
         return []
     if "<tool_call>" in text:
-        blocks = _HERMES.findall(text)
         calls = []
-        for block in blocks:
+        for block in _HERMES.findall(text):
             try:
                 calls += _from_json_obj(json.loads(block), text)
             except ValueError:
                 calls += _parse_block(block, specs, text, strict=True)
         return calls
     stripped = text.strip()
-    if stripped.startswith("```") or "```" in stripped:
-        calls = []
-        for _lang, body in _FENCE.findall(stripped):
-            calls += _parse_block(body, specs, text, strict=False)
-        if calls:
-            return calls
+    if "```" in stripped:
+        blocks = [body.strip() for _lang, body in _FENCE.findall(stripped)]
+        python = [b for b in blocks if _is_bfcl(b)]
+        if python:
+            try:
+                return [c for b in python for c in parse_bfcl(b, specs)]
+            except BadAnswer:
+                pass  # a string value holding ``` may have cut the block short: read the whole text
     return _parse_block(stripped, specs, text, strict=False)
 
 
 def _parse_block(block: str, specs: dict[str, FunctionSpec] | None, text: str, *, strict: bool) -> list[ToolCall]:
-    """One candidate block: BFCL syntax when it starts like it, else JSON; strict: it must be a call."""
+    """One candidate block: BFCL syntax when it starts like it, else JSON calls anywhere in it (fences
+    and prose are skipped by the JSON scan), else a BFCL list inside prose; strict: it must be a call."""
     block = block.strip()
-    if _BFCL_START.match(block) or (_BARE_CALL.match(block) and "\n" not in block):
+    if _is_bfcl(block):
         return parse_bfcl(block, specs)
-    if _BFCL_START.search(block):
-        # Prose around a python-list call: take the outermost bracketed span.
-        start, end = _BFCL_START.search(block).start(), block.rfind("]")
-        if end > start:
-            return parse_bfcl(block[start : end + 1], specs)
+    values = [v for v in _json_values(block) if _looks_like_call(v)]
+    if values:
+        return [c for v in values for c in _from_json_obj(v, text)]
+    found = _BFCL_START.search(block)
+    if found:
+        end = block.rfind("]")
+        if end > found.start():
+            return parse_bfcl(block[found.start() : end + 1], specs)
         raise _bad("unterminated python-list call", text)
-    calls = parse_json_calls(block)
-    if strict and not calls:
-        raise _bad("tool_call block holds no call", text)
-    return calls
+    if strict or _JSON_CALL_HINT.search(block):
+        raise _bad("tool_call block holds no call" if strict else "broken JSON function call", text)
+    return []
 
 
 def parse_message(message: Message, specs: dict[str, FunctionSpec] | None = None) -> list[ToolCall]:

@@ -5,6 +5,8 @@ Every request reserves, before it is sent, one request plus an estimate of its t
 reply the estimate is trued up with the real usage. Limits come from the config and/or
 from ``x-ratelimit-*`` response headers (the lower one wins). Concurrency adapts AIMD
 style within [1, max_concurrency]: halved once per 429 episode, +1 per window of successes.
+A request limit is also kept over every rolling minute (``RollingWindow``), since servers
+that count a rolling window see a bucket's catch-up burst after a stall as an overrun.
 
 Until the first reply arrives only one request is in flight, so limits announced in headers
 are known before the first burst. A 429 pauses *every* sender until its Retry-After has passed, so a retry re-enters here and
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -64,7 +67,7 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 class TokenBucket:
     """``per_minute`` units per minute, at most one second's worth saved up (so an idle spell
-    never lets a burst overrun a rolling-window limit). The level may go negative: a large
+    allows only a short burst: providers often enforce limits per second). The level may go negative: a large
     reservation is allowed once the bucket holds a full second's worth, and later senders wait
     for the debt to be paid."""
 
@@ -102,6 +105,28 @@ class TokenBucket:
             self.level = at_most
 
 
+class RollingWindow:
+    """At most 99% of ``per_minute`` sends in any 60 s: what a server counting a rolling minute
+    allows. The bucket alone cannot promise it (a stall refills the bucket, and the catch-up
+    burst lands in the same minute as the sends before the stall)."""
+
+    __slots__ = ("cap", "sent")
+
+    def __init__(self, per_minute: float):
+        self.cap = 1
+        self.set_limit(per_minute)
+        self.sent: deque[float] = deque()
+
+    def set_limit(self, per_minute: float) -> None:
+        self.cap = max(1, int(per_minute * 0.99))
+
+    def wait(self, now: float) -> float:
+        sent = self.sent
+        while sent and sent[0] <= now - 60.0:
+            sent.popleft()
+        return sent[len(sent) - self.cap] + 60.0 - now if len(sent) >= self.cap else 0.0
+
+
 class Limiter:
     """Admission for one teacher endpoint. ``acquire`` before sending, ``release`` after."""
 
@@ -113,6 +138,7 @@ class Limiter:
         self.configured = {"requests": rpm, "tokens": tpm, "input": tpm_in, "output": tpm_out}
         self.learned: dict[str, float] = {}
         self.requests = TokenBucket(rpm, now) if rpm else None
+        self.window = RollingWindow(rpm) if rpm else None
         self.tokens = TokenBucket(tpm, now) if tpm else None
         self.input = TokenBucket(tpm_in, now) if tpm_in else None
         self.output = TokenBucket(tpm_out, now) if tpm_out else None
@@ -131,8 +157,11 @@ class Limiter:
 
     def _delay(self, est_in: int, est_out: int, now: float) -> float:
         delay = self.paused_until - now
-        if self.requests is not None and (w := self.requests.wait(1, now)) > delay:
-            delay = w
+        if self.requests is not None:
+            if (w := self.requests.wait(1, now)) > delay:
+                delay = w
+            if self.window is not None and (w := self.window.wait(now)) > delay:
+                delay = w
         if self.tokens is not None and (w := self.tokens.wait(est_in + est_out, now)) > delay:
             delay = w
         if self.input is not None and (w := self.input.wait(est_in, now)) > delay:
@@ -141,10 +170,12 @@ class Limiter:
             delay = w
         return delay
 
-    def _take(self, est_in: int, est_out: int) -> None:
+    def _take(self, est_in: int, est_out: int, now: float) -> None:
         self.in_flight += 1
         if self.requests is not None:
             self.requests.level -= 1
+            if self.window is not None:
+                self.window.sent.append(now)
         if self.tokens is not None:
             self.tokens.level -= est_in + est_out
         if self.input is not None:
@@ -154,20 +185,23 @@ class Limiter:
 
     async def acquire(self, est_in: int = 0, est_out: int = 0) -> None:
         """Wait for a concurrency slot and budget, then reserve them (FIFO among waiters)."""
-        if not self._lock.locked() and self.in_flight < self.slots and self._delay(est_in, est_out, self.clock()) <= 0:
-            self._take(est_in, est_out)
-            return
+        if not self._lock.locked() and self.in_flight < self.slots:
+            now = self.clock()
+            if self._delay(est_in, est_out, now) <= 0:
+                self._take(est_in, est_out, now)
+                return
         async with self._lock:
             while True:
                 if self.in_flight >= self.slots:
                     self._slot = asyncio.get_running_loop().create_future()
                     await self._slot
                     continue
-                delay = self._delay(est_in, est_out, self.clock())
+                now = self.clock()
+                delay = self._delay(est_in, est_out, now)
                 if delay > 0:
                     await self.sleep(delay)
                     continue
-                self._take(est_in, est_out)
+                self._take(est_in, est_out, now)
                 return
 
     def release(self, est_in: int = 0, est_out: int = 0, used_in: int | None = None, used_out: int | None = None) -> None:
@@ -233,9 +267,13 @@ class Limiter:
         if bucket is None:
             bucket = TokenBucket(per_minute, now, level=left if left is not None else None)
             setattr(self, kind, bucket)
+            if kind == "requests":
+                self.window = RollingWindow(per_minute)
         elif self.learned.get(kind) != learned:
             bucket.refill(now)
             bucket.set_limit(per_minute)
+            if kind == "requests" and self.window is not None:
+                self.window.set_limit(per_minute)
         self.learned[kind] = learned
         if left is None:
             return

@@ -22,6 +22,9 @@ from engine import metrics
 from engine.errors import BadAnswer, RateLimited, RetryableError, TeacherError
 
 T = TypeVar("T")
+# A Retry-After longer than this (a daily quota, say) is not waited out inside one job: the job
+# retries after this long and, if still refused, ends as a dead letter to be resumed later.
+MAX_RETRY_AFTER_S = 120.0
 
 
 def backoff_delay(retry: int, *, base_s: float = 0.5, max_s: float = 30.0, rng: Callable[[], float] = random.random) -> float:
@@ -64,9 +67,9 @@ async def with_retries(
                     err.attempts = attempt  # type: ignore[attr-defined]
                     raise
                 if isinstance(err, RateLimited) and err.retry_after is not None:
-                    delay = err.retry_after
+                    delay = min(err.retry_after, MAX_RETRY_AFTER_S)
                 else:
-                    delay = max(err.retry_after or 0.0, backoff_delay(transient, base_s=base_s, max_s=max_s, rng=rng))
+                    delay = max(min(err.retry_after or 0.0, MAX_RETRY_AFTER_S), backoff_delay(transient, base_s=base_s, max_s=max_s, rng=rng))
         except TeacherError as err:  # fatal: no retry
             if getattr(err, "attempts", None) is None:
                 err.attempts = attempt  # type: ignore[attr-defined]

@@ -221,7 +221,7 @@ async def _serving(faults: Faults, host: str, port: int) -> AsyncIterator[str]:
     app = build_app(faults)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, backlog=4096)  # hundreds of clients may connect at once
     await site.start()
     bound = runner.addresses[0][1]
     try:

@@ -91,7 +91,7 @@ def _plain(calls):
     return [(c.name, c.arguments) for c in calls]
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_calls)
 def test_round_trip_every_syntax(calls):
     as_json = json.dumps([{"name": c.name, "arguments": c.arguments} for c in calls])

@@ -75,6 +75,21 @@ async def test_configured_rpm_is_respected_within_every_rolling_minute():
     assert 0.97 * 60 <= rate_per_min <= 60
 
 
+async def test_stalls_never_let_a_catch_up_burst_overrun_a_rolling_minute():
+    clock = VirtualClock()
+    limiter = Limiter(rpm=120, clock=clock, sleep=clock.sleep)
+    times = []
+    for i in range(400):
+        if i % 25 == 0:
+            clock.now += 0.9  # the sender was busy elsewhere: the bucket refills meanwhile
+        await limiter.acquire()
+        times.append(clock.now)
+        limiter.release()
+    worst = max(sum(1 for u in times[i:] if u < t + 60.0) for i, t in enumerate(times))
+    assert worst <= 118  # 99% of 120
+    assert worst >= 110  # and the budget is still used
+
+
 async def test_concurrent_senders_share_the_rpm_budget():
     clock = VirtualClock()
     limiter = Limiter(rpm=120, max_concurrency=8, clock=clock, sleep=clock.sleep)

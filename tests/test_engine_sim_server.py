@@ -108,6 +108,20 @@ async def test_response_format_answers_are_valid_json_for_the_schema(schema):
     assert json.loads((await SimTeacher().chat([user("x")], response_format={"type": "json_object"})).message.content) == {}
 
 
+@pytest.mark.parametrize("schema", [
+    {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+    {"type": "integer", "minimum": -5, "exclusiveMaximum": -2},
+    {"type": "number", "minimum": 0.5, "maximum": 0.7},
+    {"type": ["string", "null"], "format": "date"},
+    {"type": "string", "format": "email", "maxLength": 40},
+    {"type": "string", "minLength": 20},
+    {"type": "array", "items": {"type": "integer"}, "maxItems": 0},
+])
+def test_example_values_respect_bounds_and_formats(schema):
+    for salt in range(25):
+        jsonschema.validate(example_value(schema, "field", salt), schema, format_checker=jsonschema.FormatChecker())
+
+
 def test_example_value_is_deterministic_and_seeded():
     schema = {"type": "object", "properties": {"n": {"type": "integer"}, "s": {"type": "string"}}, "required": ["n", "s"]}
     assert example_value(schema, salt=1) == example_value(schema, salt=1)

@@ -297,3 +297,14 @@ async def test_sim_spec_with_latency():
     start = time.perf_counter()
     await teacher.chat([user("hi")])
     assert time.perf_counter() - start >= 0.03
+
+
+async def test_wrong_base_url_is_fatal_with_a_hint():
+    async with serve_sim() as url:
+        teacher = _teacher(url.removesuffix("/v1"))
+        try:
+            with pytest.raises(FatalTeacherError, match=r"answered 404 for model 'sim'.*base URL ends in /v1") as info:
+                await teacher.chat([user("hello")])
+        finally:
+            await teacher.aclose()
+    assert info.value.attempts == 1 and metrics.METRICS.retries == 0

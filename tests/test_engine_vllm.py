@@ -19,8 +19,6 @@ from engine.teachers.vllm_server import VLLMServer, VLLMServerTeacher, _group_al
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
-# additionalProperties: false, as strict tool schemas have: the forced call's arguments are then
-# decoded under that schema (vLLM structured outputs), not free JSON a 135M model rambles in.
 WEATHER = FunctionSpec(name="get_weather", description="Get the current weather for a city",
                        parameters={"type": "object", "properties": {"city": {"type": "string", "description": "the city name"}},
                                    "required": ["city"], "additionalProperties": False})
@@ -36,7 +34,9 @@ def _port_open(port: int) -> bool:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def served():
-    teacher = make_teacher("vllm:smollm2", max_retries=1, max_bad_answer_retries=0, timeout_s=300)
+    # "parameter": forced calls are decoded under the argument schema, not just the call envelope.
+    teacher = make_teacher("vllm:smollm2", max_retries=1, max_bad_answer_retries=0, timeout_s=300,
+                           options={"tool_strict_level": "parameter", "startup_timeout_s": 900})
     assert isinstance(teacher, VLLMServerTeacher)
     await teacher.start()
     server, pid, port = teacher.server, teacher.server.proc.pid, teacher.server.port
@@ -60,10 +60,12 @@ async def test_chat_through_the_managed_server(served):
     assert served.log_path.is_file() and "Application startup complete" in served.log_path.read_text()
 
 
+@pytest.mark.parametrize("tools, choice", [([TIME, WEATHER], {"type": "function", "function": {"name": "get_weather"}}),
+                                           ([WEATHER], "required")], ids=["named", "required"])
 @pytest.mark.asyncio(loop_scope="module")
-async def test_forced_tool_call_is_parsed(served):
-    completion = await served.chat([Message(role="user", content="What's the weather like in Paris today?")], [TIME, WEATHER],
-                                   tool_choice={"type": "function", "function": {"name": "get_weather"}}, max_tokens=64)
+async def test_forced_tool_call_is_parsed(served, tools, choice):
+    completion = await served.chat([Message(role="user", content="What's the weather like in Paris today?")], tools,
+                                   tool_choice=choice, max_tokens=64)
     calls = completion.message.tool_calls
     assert [c.name for c in calls] == ["get_weather"]
     assert list(calls[0].arguments) == ["city"] and isinstance(calls[0].arguments["city"], str) and calls[0].id

@@ -27,11 +27,9 @@ def _turn_logps64(model, ex) -> list[float]:
     ids = torch.tensor(ex.input_ids.astype(np.int64))[None]
     with torch.no_grad():
         logp = torch.log_softmax(model(ids).logits[0].double(), -1)
-    sums = [0.0] * ex.n_turns
-    for t in range(1, len(ex.input_ids)):
-        if ex.turn[t] >= 0:
-            sums[ex.turn[t]] += logp[t - 1, ex.input_ids[t]].item()
-    return sums
+    t = np.nonzero(ex.turn >= 0)[0]
+    picked = logp[torch.from_numpy(t - 1), torch.from_numpy(ex.input_ids[t].astype(np.int64))].numpy()
+    return np.bincount(ex.turn[t], weights=picked, minlength=ex.n_turns).tolist()
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +42,7 @@ def models(tiny):  # noqa: F811
 def test_sft_loss_equals_float64_reference(tiny, models, packing):  # noqa: F811
     m32, m64 = models
     tok = load_tokenizer(tiny)
-    examples, _ = sft_examples(trajectories(3, turns=2), ChatRenderer(tok, source="t", max_length=4096))
+    examples, _ = sft_examples(trajectories(2, turns=2), ChatRenderer(tok, source="t", max_length=4096))
     n = sum(e.n_targets for e in examples)
     ref = -sum(sum(_turn_logps64(m64, e)) for e in examples) / n
     step32 = SFTStep(SFTConfig(packing=packing), tok.pad_token_id, torch.device("cpu"))
@@ -62,9 +60,9 @@ def test_mdpo_loss_equals_float64_reference(tiny, models, weighting, share):  # 
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for p in ref64.parameters():
-            p.add_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.02)
+            p.add_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.1)
     tok = load_tokenizer(tiny)
-    examples, _ = pair_examples(pairs(3, turns=2), ChatRenderer(tok, source="t", max_length=4096))
+    examples, _ = pair_examples(pairs(2, turns=2), ChatRenderer(tok, source="t", max_length=4096))
     beta, lam, gamma = 0.3, 0.5, 0.8
     dpo, nll, n_chosen = 0.0, 0.0, 0
     for ex in examples:
@@ -83,11 +81,8 @@ def test_mdpo_loss_equals_float64_reference(tiny, models, weighting, share):  # 
     cached = compute(ref64, examples, micro_batch_size=2, packing=True, share_prefix=share, pad_id=0,
                      device=torch.device("cpu"), bf16=False, logits_chunk=50)
     step = MDPOStep(cfg, 0, torch.device("cpu"), cached)
-    step_ref = {k: (torch.tensor(c), torch.tensor(r)) for k, (c, r) in cached.items()}
-    assert all(len(c) == 4 and len(r) == 4 for c, r in step_ref.values())
+    assert all(len(c) == 4 and len(r) == 4 for c, r in cached.values())
     with torch.no_grad():
-        m = TokenLogProbs(m64, logits_chunk=50)
-        # float64 end to end: MDPOStep casts cached ref log-probs to float32, so compare at float32 precision
-        loss, stats = step(m, examples, MDPOStep.counts(examples))
-    assert loss.item() == pytest.approx(expected, rel=2e-6)
-    assert stats["dpo_loss"] != pytest.approx(math.log(2), abs=1e-3)
+        loss, stats = step(TokenLogProbs(m64, logits_chunk=50), examples, MDPOStep.counts(examples))
+    assert loss.item() == pytest.approx(expected, rel=1e-10)
+    assert abs(stats["reward_margin"]) > 1e-3  # the reference really differs from the policy

@@ -143,7 +143,10 @@ def collate_pairs(pairs, *, packing: bool, pad_id: int, share_prefix: bool) -> B
 
 
 def _target_logp(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return -F.cross_entropy(head(hidden).float(), targets, reduction="none")
+    logits = head(hidden)
+    if logits.dtype in (torch.bfloat16, torch.float16):  # softmax over a large vocabulary needs float32
+        logits = logits.float()
+    return -F.cross_entropy(logits, targets, reduction="none")
 
 
 def _core(lm: nn.Module) -> nn.Module:
@@ -172,7 +175,7 @@ class TokenLogProbs(nn.Module):
                 out.append(checkpoint(_target_logp, head, h, t, use_reentrant=False))
             else:
                 out.append(_target_logp(head, h, t))
-        return torch.cat(out) if out else picked.new_zeros(0, dtype=torch.float32)
+        return torch.cat(out) if out else picked.new_zeros(0)
 
 
 def token_logps(module: nn.Module, batch: Batch) -> torch.Tensor:

@@ -29,17 +29,16 @@ from train.ref_cache import RefLogps, reference_logps
 
 def turn_weights(batch: Batch, weighting: str, gamma: float) -> torch.Tensor:
     if weighting == "uniform":
-        return torch.ones(len(batch.turn_pos), dtype=torch.float32, device=batch.turn_pos.device)
+        return torch.ones(len(batch.turn_pos), dtype=torch.float64, device=batch.turn_pos.device)
     h = batch.turn_pos.double()
     n = batch.seq_turns[batch.turn_seq].double()
-    w = (1 / n) if gamma == 1 else gamma ** h * (1 - gamma) / (1 - gamma ** n)
-    return w.float()
+    return (1 / n) if gamma == 1 else gamma ** h * (1 - gamma) / (1 - gamma ** n)
 
 
 def mdpo_terms(batch: Batch, logp: torch.Tensor, ref_turns: torch.Tensor, *, beta: float, weighting: str = "uniform",
                gamma: float = 1.0) -> dict[str, torch.Tensor]:
     """Per-pair margins and losses; sequences in ``batch`` alternate chosen, rejected."""
-    ratio = (turn_sums(batch, logp) - ref_turns) * turn_weights(batch, weighting, gamma)
+    ratio = (turn_sums(batch, logp) - ref_turns) * turn_weights(batch, weighting, gamma).to(logp.dtype)
     seq = ratio.new_zeros(len(batch.seq_turns)).index_add(0, batch.turn_seq, ratio)
     chosen, rejected = beta * seq[0::2], beta * seq[1::2]
     margin = chosen - rejected
@@ -58,8 +57,9 @@ class MDPOStep:
     def __call__(self, module, items: list[PairExample], counts: dict[str, float]):
         cfg = self.cfg
         batch = collate_pairs(items, packing=cfg.packing, pad_id=self.pad_id, share_prefix=cfg.share_prefix).to(self.device)
-        ref = torch.from_numpy(np.concatenate([np.concatenate(self.ref[p.id]) for p in items])).float().to(self.device)
-        t = mdpo_terms(batch, token_logps(module, batch), ref, beta=cfg.beta, weighting=cfg.turn_weighting,
+        logp = token_logps(module, batch)
+        ref = torch.from_numpy(np.concatenate([np.concatenate(self.ref[p.id]) for p in items]))
+        t = mdpo_terms(batch, logp, ref.to(self.device, logp.dtype), beta=cfg.beta, weighting=cfg.turn_weighting,
                        gamma=cfg.turn_discount)
         n = counts["pairs"]
         dpo = t["dpo"].sum() / n

@@ -22,7 +22,6 @@ Each finished entry is one line of BFCL's result format, appended to
 from __future__ import annotations
 
 import ast
-import asyncio
 import copy
 import json
 import time
@@ -34,7 +33,7 @@ import orjson
 from bench.bfcl.data import Dataset, category_of, is_multi_turn
 from bench.bfcl.scoring import api_classes, checked_call, handler_class, register_model, forget_model
 from engine.errors import BadAnswer, TeacherError, UserInputError
-from engine.records import FunctionSpec, Message, ToolCall
+from engine.records import FunctionSpec, Message
 from engine.teacher import Completion, Teacher
 
 BLOCKED_NAMES = ("kill", "exit", "quit", "remove", "unlink", "popen", "Popen", "run")  # BFCL's executor refuses these

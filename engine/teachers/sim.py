@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import hashlib
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ from engine.teacher import Completion, Usage
 _HINT = re.compile(r"\[Hint\]\s*:?\s*(.*)\Z", re.S | re.I)
 _MISS_FUNC = re.compile(r"^miss(?:ed|ing)?[\s_-]*func", re.I)
 _MISS_PARAM = re.compile(r"^miss(?:ed|ing)?[\s_-]*param(?:eter)?s?\s*[:(]?\s*([\w\s,]*)", re.I)
+_FORMATS = {"date": "2025-03-14", "date-time": "2025-03-14T09:30:00Z", "time": "09:30:00", "email": "alex@example.com",
+            "uri": "https://example.com/item", "uuid": "123e4567-e89b-42d3-a456-426614174000"}
 _WORDS = ("alpha", "bravo", "delta", "echo", "lima", "nova", "orion", "pixel", "quartz", "river", "sierra", "tango")
 
 
@@ -139,18 +142,30 @@ def example_value(schema: Any, key: str = "", salt: int = 0, root: dict[str, Any
         n = max(int(schema.get("minItems", 1)), 1) if schema.get("maxItems", 1) else 0
         return [example_value(schema.get("items", {}), f"{key}[{i}]", salt, root, depth + 1) for i in range(n)]
     if kind in ("integer", "number"):
-        lo = schema.get("minimum", schema.get("exclusiveMinimum", 0) + (1 if "exclusiveMinimum" in schema else 0))
-        hi = schema.get("maximum", lo + 100)
-        value = lo + h % max(int(hi - lo) + 1, 1)
-        return int(value) if kind == "integer" else float(value)
+        return _number(schema, kind == "integer", h)
     if kind == "boolean":
         return bool(h & 1)
     if kind == "null":
         return None
+    if schema.get("format") in _FORMATS:
+        return _FORMATS[schema["format"]]
     word = f"{_WORDS[h % len(_WORDS)]}_{key}" if key else _WORDS[h % len(_WORDS)]
     min_len = int(schema.get("minLength", 0))
     word = word.ljust(min_len, "x")
     return word[: schema["maxLength"]] if "maxLength" in schema else word
+
+
+def _number(schema: dict[str, Any], integer: bool, h: int) -> int | float:
+    lo = schema.get("minimum", schema["exclusiveMinimum"] + 1 if "exclusiveMinimum" in schema else 0)
+    hi = schema.get("maximum", schema["exclusiveMaximum"] - 1 if "exclusiveMaximum" in schema else lo + 100)
+    if integer:
+        lo, hi = math.ceil(lo), math.floor(hi)
+    if hi < lo:  # a range narrower than 1: its middle (exclusive bounds included)
+        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+        high = schema.get("maximum", schema.get("exclusiveMaximum", low))
+        return math.ceil(low) if integer else (low + high) / 2
+    value = lo + h % (int(hi - lo) + 1)
+    return int(value) if integer else float(value)
 
 
 def _resolve(root: dict[str, Any], ref: str) -> Any:

