@@ -29,7 +29,6 @@ import platform
 import re
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -198,8 +197,9 @@ def zero_latency(n: int, concurrency: int, reps: int) -> dict[str, Any]:
                 runs[kind].append(run_client(kind, server.url, n, concurrency, warmup=min(n, 2 * concurrency)))
     summary = {}
     for kind, rs in runs.items():
-        summary[kind] = {"cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in rs),
-                         "requests_per_s": statistics.median(r["requests_per_s"] for r in rs),
+        # Best of the runs: contention from other jobs only ever adds CPU time (cache, SMT) and wall time.
+        summary[kind] = {"cpu_us_per_request": min(r["cpu_us_per_request"] for r in rs),
+                         "requests_per_s": max(r["requests_per_s"] for r in rs),
                          "failed": sum(r["failed"] for r in rs), "runs": rs}
     floor = summary["plain"]["cpu_us_per_request"]
     for kind in CLIENTS:
@@ -208,15 +208,21 @@ def zero_latency(n: int, concurrency: int, reps: int) -> dict[str, Any]:
             "target_cpu_vs_plain": 1.25, "met": summary["engine"]["cpu_vs_plain"] <= 1.25}
 
 
-def latency_bound(n: int, concurrency: int, latency_ms: float) -> dict[str, Any]:
+def latency_bound(n: int, concurrency: int, latency_ms: float, reps: int) -> dict[str, Any]:
     ideal = n * latency_ms / 1000.0 / concurrency
-    clients = {}
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in CLIENTS}
     with Server("--latency-ms", str(latency_ms)) as server:
-        for kind in CLIENTS:
-            r = run_client(kind, server.url, n, concurrency, warmup=concurrency)
-            r["wall_vs_ideal"] = round(r["wall_s"] / ideal, 3)
-            clients[kind] = r
-    return {"n": n, "concurrency": concurrency, "latency_ms": latency_ms, "ideal_wall_s": round(ideal, 3),
+        for rep in range(reps):
+            for kind in CLIENTS:
+                if kind == "openai_sdk" and rep:
+                    continue
+                runs[kind].append(run_client(kind, server.url, n, concurrency, warmup=concurrency))
+    # Best of the runs: waiting for a core on a busy machine only ever adds wall time.
+    clients = {kind: min(rs, key=lambda r: r["wall_s"]) | {"walls_s": [r["wall_s"] for r in rs]} for kind, rs in runs.items()}
+    for r in clients.values():
+        r["wall_vs_ideal"] = round(r["wall_s"] / ideal, 3)
+        r["wall_vs_plain"] = round(r["wall_s"] / clients["plain"]["wall_s"], 3)
+    return {"n": n, "concurrency": concurrency, "latency_ms": latency_ms, "ideal_wall_s": round(ideal, 3), "reps": reps,
             "clients": clients, "target_wall_vs_ideal": 1.15, "met": clients["engine"]["wall_vs_ideal"] <= 1.15}
 
 
@@ -259,16 +265,17 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
              f"Machine: `{m['uname']}`, {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}; {m['pinning']}. "
              f"Load average at start / end: {m['loadavg_start']} / {result['loadavg_end']} "
              "(the machine is shared with other jobs: CPU time per request is the stable measure, wall time includes waiting for a core).", "",
-             f"## 1. Zero latency: {z['n']} requests, concurrency {z['concurrency']} (plain and engine: median of {z['reps']} interleaved runs; openai SDK: one run)", "",
+             f"## 1. Zero latency: {z['n']} requests, concurrency {z['concurrency']} (plain and engine: best of {z['reps']} interleaved runs; openai SDK: one run)", "",
              "| client | CPU us/request | vs plain aiohttp | requests/s | failed |", "|---|---:|---:|---:|---:|"]
     for kind, s in z["clients"].items():
         lines.append(f"| {kind} | {s['cpu_us_per_request']} | {s['cpu_vs_plain']} | {s['requests_per_s']} | {s['failed']} |")
     lines += ["", f"Target: engine CPU within 1.25x of plain aiohttp: **{'met' if z['met'] else 'NOT met'}** "
               f"({z['clients']['engine']['cpu_vs_plain']}x). Requests/s is bounded by the single-core simulator server.", "",
-              f"## 2. {lat['latency_ms']:g} ms latency: {lat['n']} requests, concurrency {lat['concurrency']}, ideal wall {lat['ideal_wall_s']} s", "",
-              "| client | wall s | wall / ideal | CPU us/request | failed |", "|---|---:|---:|---:|---:|"]
+              f"## 2. {lat['latency_ms']:g} ms latency: {lat['n']} requests, concurrency {lat['concurrency']}, ideal wall {lat['ideal_wall_s']} s "
+              f"(plain and engine: best of {lat['reps']} runs; openai SDK: one run)", "",
+              "| client | wall s | wall / ideal | wall / plain | CPU us/request | failed |", "|---|---:|---:|---:|---:|---:|"]
     for kind, r in lat["clients"].items():
-        lines.append(f"| {kind} | {r['wall_s']} | {r['wall_vs_ideal']} | {r['cpu_us_per_request']} | {r['failed']} |")
+        lines.append(f"| {kind} | {r['wall_s']} | {r['wall_vs_ideal']} | {r['wall_vs_plain']} | {r['cpu_us_per_request']} | {r['failed']} |")
     lines += ["", f"Target: engine wall within 1.15x of ideal: **{'met' if lat['met'] else 'NOT met'}** ({lat['clients']['engine']['wall_vs_ideal']}x).", "",
               f"## 3. Server-enforced limit: {rl['limit_rpm']} RPM, engine only, concurrency {rl['concurrency']}", "",
               f"The server admits {rl['requests_per_window']} requests per rolling {rl['window_s']:g} s window "
@@ -307,11 +314,11 @@ def main(argv: list[str] | None = None) -> int:
                               "machine": machine()}
     if args.quick:
         result["zero_latency"] = zero_latency(1000, 64, reps=1)
-        result["latency"] = latency_bound(1280, 256, 200.0)
+        result["latency"] = latency_bound(1280, 256, 200.0, reps=1)
         result["rate_limit"] = rate_limited(200, 64, 600, window_s=60.0)
     else:
-        result["zero_latency"] = zero_latency(5000, 64, reps=3)
-        result["latency"] = latency_bound(5120, 256, 200.0)
+        result["zero_latency"] = zero_latency(5000, 64, reps=2)
+        result["latency"] = latency_bound(5120, 256, 200.0, reps=2)
         result["rate_limit"] = rate_limited(700, 64, 600, window_s=60.0)
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["bench_wall_s"] = round(time.perf_counter() - started, 1)

@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 
 from engine import metrics, wire
-from engine.errors import BadAnswer, FatalTeacherError, RateLimited, RetryableError, UserInputError
+from engine.errors import FatalTeacherError, RateLimited, RetryableError, UserInputError
 from engine.ratelimit import Limiter, retry_after_seconds
 from engine.records import FunctionSpec, Message
 from engine.retry import with_retries

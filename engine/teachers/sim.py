@@ -228,7 +228,7 @@ class SimTeacher:
         """The synchronous core of ``chat`` (the loopback server calls it directly)."""
         salt = self.seed * 1_000_003 + (seed or 0)
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
-        query = messages[last_user].content or "" if last_user >= 0 else ""
+        query = (messages[last_user].content or "") if last_user >= 0 else ""
         since = messages[last_user + 1:]
         made = [c for m in since if m.role == "assistant" for c in m.tool_calls]
         msg = self._decide(query, since, made, tools or [], tool_choice, response_format, salt, len(messages))
