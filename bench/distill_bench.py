@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import tempfile
 import time
@@ -58,7 +59,7 @@ class Timed:
 
 
 async def run_once(spec: str, *, paths: int, concurrency: int, toolkits: list[str], seed: int,
-                   max_tokens: int = 512) -> dict[str, Any]:
+                   max_tokens: int = 512, **teacher_options: Any) -> dict[str, Any]:
     from distill.cli import build_pool, mixture, reason_key
     from distill.generate_config import GenerateConfig
     from distill.pipeline import Distiller
@@ -71,12 +72,13 @@ async def run_once(spec: str, *, paths: int, concurrency: int, toolkits: list[st
     from graph.paths_config import path_config
 
     metrics.reset_metrics()
+    load_before = os.getloadavg()[0]
     config = GenerateConfig(out="-", teacher=spec, toolkits=toolkits, paths=paths, seed=seed, concurrency=concurrency,
                             max_tokens=max_tokens)
     pool = build_pool(config)
     graph = build_graph(pool.specs())
     path_cfg = path_config({"mixture": mixture(config)})
-    teacher = Timed(make_teacher(spec))
+    teacher = Timed(make_teacher(spec, **teacher_options))
     distiller = Distiller(pool, teacher, config)
     with tempfile.TemporaryDirectory() as tmp:
         store = RunStore.open(tmp, config_fingerprint="bench")
@@ -107,19 +109,19 @@ async def run_once(spec: str, *, paths: int, concurrency: int, toolkits: list[st
         "yield_positive": round(positives / paths, 4),
         "dead_letters_by_reason": dict(Counter(f"{d.stage}: {reason_key(d.error)}" for d in dead).most_common()),
         "paths_dead_lettered": len(path_dead),
+        # Other processes on the machine slow a CPU teacher down; recorded so runs can be compared fairly.
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
 def machine() -> str:
-    import os
-
     return f"{platform.machine()} {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, {platform.system()}"
 
 
 def _markdown(result: dict[str, Any]) -> str:
     lines = [f"# Distillation benchmark ({result['date']})", "", f"Machine: {result['machine']}", ""]
     rows = [r for r in (result.get("sim_inprocess"), result.get("sim_http"), result.get("vllm")) if r]
-    keys = ["teacher", "paths", "concurrency", "wall_s", "paths_per_s", "episodes_per_min", "ms_per_path", "ms_per_teacher_call",
+    keys = ["teacher", "paths", "concurrency", "load_average_1m", "wall_s", "paths_per_s", "episodes_per_min", "ms_per_path", "ms_per_teacher_call",
             "tokens_per_path", "teacher_idle_fraction", "yield_positive", "pairs"]
     lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
@@ -128,9 +130,12 @@ def _markdown(result: dict[str, Any]) -> str:
     for r in rows:
         lines += ["", f"Dead letters ({r['teacher']}):", ""]
         lines += [f"- {reason}: {n}" for reason, n in r["dead_letters_by_reason"].items()] or ["- none"]
-    lines += ["", "teacher_idle_fraction: share of wall time with no teacher request in flight (the teacher waiting on our code).",
+    lines += ["", "teacher_idle_fraction: share of wall time with no teacher request in flight, i.e. the teacher waiting",
+              "on our code (prompting, parsing, executing tools, verifying, storing). For the in-process simulator a call",
+              "is never really in flight, so there it is simply our code's share of the wall time.",
               "On the simulator the teacher is free, so wall time is engine cost; yields there reflect the simulator's",
-              "placeholder argument values (most dead letters), not a real teacher's quality."]
+              "placeholder argument values (most dead letters), not a real teacher's quality.",
+              "load_average_1m: the machine's load before/after a run (other jobs slow a CPU teacher down)."]
     return "\n".join(lines) + "\n"
 
 
@@ -141,14 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vllm", action="store_true", help="also run the embedded SmolLM2 on vLLM (slow on CPU)")
     p.add_argument("--vllm-paths", type=int, default=8)
-    p.add_argument("--vllm-only", action="store_true", help="run only the vLLM section, keep the simulator results on file")
+    p.add_argument("--vllm-timeout-s", type=float, default=600.0,
+                   help="per-request timeout for the vLLM teacher (a shared, loaded CPU queues requests for minutes)")
+    p.add_argument("--vllm-only", action="store_true", help="run only the vLLM section; other sections on file are kept")
     args = p.parse_args(argv)
     from engine.scheduler import run
     from engine.sim_server import serve_sim_thread
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "distill_bench.json"
-    result: dict[str, Any] = json.loads(out.read_text()) if args.vllm_only and out.exists() else {}
+    result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}  # a run updates its own sections
     result.update({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine()})
     if not args.vllm_only:
         result["sim_inprocess"] = run(run_once("sim", paths=args.paths, concurrency=args.concurrency, toolkits=[], seed=args.seed))
@@ -158,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         result["sim_http"]["teacher"] = "openai:sim@loopback"
         result["http_over_inprocess"] = round(result["sim_http"]["wall_s"] / result["sim_inprocess"]["wall_s"], 2)
     if args.vllm or args.vllm_only:
-        result["vllm"] = run(run_once("vllm:smollm2", paths=args.vllm_paths, concurrency=8, toolkits=[], seed=args.seed))
+        result["vllm"] = run(run_once("vllm:smollm2", paths=args.vllm_paths, concurrency=8, toolkits=[], seed=args.seed,
+                                      timeout_s=args.vllm_timeout_s))
     out.write_text(json.dumps(result, indent=2, sort_keys=True))
     (RESULTS / "distill_bench.md").write_text(_markdown(result))
     print(_markdown(result))

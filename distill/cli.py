@@ -131,7 +131,8 @@ def load_or_build_graph(run_dir: Path, specs: list) -> Any:
 
 def reason_key(error: str) -> str:
     """A dead letter's error reduced to a groupable reason: no exception type, turn numbers, quotes or values."""
-    text = re.sub(r"^\w+(Error|Failed|Answer)?: ", "", error)
+    text = re.sub(r"https?://\S+", "URL", error)
+    text = re.sub(r"^\w+(Error|Failed|Answer)?: ", "", text)
     text = re.sub(r"translate turn \d+ \(\w+\): ", "", text)
     text = re.sub(r"\bturn \d+( step \d+)?: ", "", text)
     text = text.split(" | ")[0].split(" (")[0]

@@ -145,20 +145,24 @@ async def roll_out(
                 stored.append(Message(role="assistant", content=log.text))
                 sent.append(Message(role="assistant", content=log.text))
                 break
+            checked: list[tuple[ToolCall, str | None]] = []
+            for call in calls:
+                try:
+                    checked.append((validate_call(call, offered_specs), None))  # stored coerced: "3" -> 3
+                except ArgumentError as err:
+                    checked.append((call, f"{call.name}: {err}"))
             ids = [f"call_{h}_{step}_{i}" for i in range(len(calls))]
-            assistant = Message(role="assistant", tool_calls=[ToolCall(name=c.name, arguments=c.arguments, id=i) for c, i in zip(calls, ids)])
+            assistant = Message(role="assistant", tool_calls=[
+                ToolCall(name=c.name, arguments=c.arguments, id=i) for (c, _), i in zip(checked, ids)])
             stored.append(assistant)
             sent.append(assistant)
-            for call, call_id in zip(calls, ids):
-                try:
-                    valid = validate_call(call, offered_specs)
-                except ArgumentError as err:
-                    result = ToolResult(ok=False, error=f"{call.name}: {err}")
-                    log.errors.append(f"turn {h}: invalid call {call.name}: {err}")
-                    valid = call
+            for (call, invalid), call_id in zip(checked, ids):
+                if invalid is None:
+                    result = await runtime.aexecute(call)
                 else:
-                    result = await runtime.aexecute(valid)
-                log.calls.append(valid)
+                    result = ToolResult(ok=False, error=invalid)
+                    log.errors.append(f"turn {h}: invalid call {invalid}")
+                log.calls.append(call)
                 log.results.append(result)
                 tool_msg = Message(role="tool", content=output_text(result), tool_call_id=call_id, name=call.name)
                 stored.append(tool_msg)

@@ -150,7 +150,9 @@ class _Runner:
             except Exception as payload_exc:  # noqa: BLE001 - the dead letter matters more than its payload
                 payload = {"unavailable": one_line_error(payload_exc)}
         stage = exc.stage if isinstance(exc, JobFailed) else self.stage
-        attempts = exc.attempts if isinstance(exc, JobFailed) else 1
+        # Teacher errors that used up engine.retry's budget carry how often they were tried.
+        attempts = getattr(exc, "attempts", None)
+        attempts = attempts if isinstance(attempts, int) and attempts > 0 else 1
         dl = DeadLetter(id=iid, item_id=iid, stage=stage, error=one_line_error(exc), attempts=attempts, item=payload)
         self._store(lambda: self.store.dead_letter(dl))
         self.failed += 1

@@ -82,16 +82,21 @@ async def test_exceptions_become_dead_letters(tmp_path):
             raise JobFailed("judge gave up", stage="judge", attempts=3) from BadAnswer("no json", text="I think\nmaybe")
         if i % 3 == 2:
             raise ValueError("broken\nacross lines")
+        if i == 3:  # a teacher error whose retries ran out says how often it was tried
+            err = BadAnswer("truncated", text="...")
+            err.attempts = 4
+            raise err
         return [("paths", _path(i))]
 
     with _open(tmp_path) as store:
         summary = await run_jobs(range(30), job, store, item_id=lambda i: f"it-{i}", stage="rollout",
                                  max_in_flight=5, progress=False, item_payload=lambda i: {"n": i})
         assert all(store.is_finished(f"it-{i}") for i in range(30))
-    assert (summary["done"], summary["failed"]) == (10, 20)
-    assert metrics.METRICS.items_failed == 20
+    assert (summary["done"], summary["failed"]) == (9, 21)
+    assert metrics.METRICS.items_failed == 21
     letters = {d.item_id: d for d in read_records(tmp_path / "run", "dead_letters")}
-    assert len(letters) == 20
+    assert len(letters) == 21
+    assert (letters["it-3"].stage, letters["it-3"].attempts) == ("rollout", 4)
     judge = letters["it-1"]
     assert (judge.stage, judge.attempts, judge.item) == ("judge", 3, {"n": 1})
     assert "judge gave up" in judge.error and "'I think\\nmaybe'" in judge.error
@@ -100,7 +105,7 @@ async def test_exceptions_become_dead_letters(tmp_path):
     assert other.error == "ValueError: broken across lines"
     assert all("\n" not in d.error for d in letters.values())
     # Dead-lettered items are finished: no done marker, no records.
-    assert sorted(_ids(tmp_path / "run", "done")) == sorted(f"it-{i}" for i in range(0, 30, 3))
+    assert sorted(_ids(tmp_path / "run", "done")) == sorted(f"it-{i}" for i in range(0, 30, 3) if i != 3)
 
 
 async def test_resume_skips_finished_items(tmp_path):

@@ -13,6 +13,7 @@ exactly TRL's sigmoid DPO loss.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -87,15 +88,18 @@ def run_mdpo(cfg: MDPOConfig, *, data: str | Path, model: str | Path, out: str |
     ref_dir = cfg.ref_model or str(model)
     # The policy starts as the reference unless another is named: reuse it instead of a second copy.
     policy = load_causal_lm(model)
+    t0 = time.perf_counter()
     ref, cache_file, hit = reference_logps(
         pairs, data_fp=data_fp, ref_dir=ref_dir, cache_dir=Path(cfg.ref_cache_dir or Path(data) / "train_cache"),
         rank=d.rank, world=d.world, device=d.device, micro_batch_size=cfg.micro_batch_size, packing=cfg.packing,
         share_prefix=cfg.share_prefix, pad_id=tok.pad_token_id, bf16=cfg.bf16, logits_chunk=cfg.logits_chunk,
         model=None if cfg.ref_model else policy)
+    ref_seconds = round(time.perf_counter() - t0, 2)
     if d.main:
         print(f"[mdpo] reference log-probs: {'cached' if hit else 'computed'} ({cache_file})", file=sys.stderr, flush=True)
     step = MDPOStep(cfg, tok.pad_token_id, d.device, ref)
     trainer = Trainer(stage="mdpo", cfg=cfg, d=d, model=policy, tokenizer=tok, items=pairs, lengths=[len(p) for p in pairs],
                       step_fn=step, count_fn=MDPOStep.counts, out_dir=Path(out), data_fp=data_fp,
-                      model_source=str(model), report=report.as_dict() | {"ref_cache": str(cache_file), "ref_cache_hit": hit})
+                      model_source=str(model), report=report.as_dict() | {"ref_cache": str(cache_file), "ref_cache_hit": hit,
+                                                           "ref_seconds": ref_seconds})
     return trainer.train(resume)

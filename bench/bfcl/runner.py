@@ -225,7 +225,6 @@ class EntryRunner:
         convo = Conversation(entry, self.mode)
         apis = ApiInstances(convo.entry)
         turns: list[list[Any]] = []
-        usage: dict[str, list[Any]] = {"input": [], "output": [], "latency": []}
         per_turn: dict[str, list[list[Any]]] = {"input": [], "output": [], "latency": []}
         for turn in range(len(convo.entry["question"])):
             convo.add_user(convo.turn_messages(turn))
@@ -245,7 +244,7 @@ class EntryRunner:
                     force_quit = True
                     break
             turns.append(responses)
-            for key in usage:
+            for key in per_turn:
                 per_turn[key].append(step_usage[key])
             if force_quit:
                 break

@@ -40,12 +40,12 @@ import aiohttp
 from engine.errors import FatalTeacherError, UserInputError
 from engine.records import FunctionSpec, Message
 from engine.teacher import Completion
+from engine.teachers import CLIENT_OPTIONS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2"
-_CLIENT_OPTIONS = {"api_key_env", "rpm", "tpm", "tpm_in", "tpm_out", "max_concurrency", "price_in", "price_out",
-                   "timeout_s", "max_retries", "max_bad_answer_retries"}
+_CLIENT_OPTIONS = set(CLIENT_OPTIONS)  # passed on to OpenAIHTTPTeacher
 _SERVER_OPTIONS = {"device", "host", "port", "max_model_len", "dtype", "kvcache_gib", "gpu_memory_utilization",
                    "chat_template", "tool_call_parser", "tool_strict_level", "served_model_name", "startup_timeout_s", "log_path", "extra_args"}
 _LIVE: dict[int, subprocess.Popen] = {}  # pid -> server, for the atexit hook
