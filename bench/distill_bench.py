@@ -12,7 +12,6 @@ Writes bench/results/distill_bench.{json,md}; a --vllm run adds its section to t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform

@@ -46,9 +46,10 @@ PROMPT = "Give me a one-line answer: what is the capital of France, and why is i
 # -- the clients (run inside the pinned client process) ------------------------------------------
 
 
-async def _drive(call: Any, n: int, concurrency: int) -> tuple[int, int]:
+async def _drive(call: Any, n: int, concurrency: int) -> tuple[int, int, dict[str, int]]:
     sem = asyncio.Semaphore(concurrency)
     ok = failed = 0
+    errors: dict[str, int] = {}
 
     async def one(i: int) -> None:
         nonlocal ok, failed
@@ -56,11 +57,12 @@ async def _drive(call: Any, n: int, concurrency: int) -> tuple[int, int]:
             try:
                 await call(i)
                 ok += 1
-            except Exception:
+            except Exception as err:
                 failed += 1
+                errors[type(err).__name__] = errors.get(type(err).__name__, 0) + 1
 
     await asyncio.gather(*(one(i) for i in range(n)))
-    return ok, failed
+    return ok, failed, errors
 
 
 async def _client(kind: str, url: str, n: int, concurrency: int, warmup: int, rpm: float | None) -> dict[str, Any]:
@@ -116,14 +118,15 @@ async def _client(kind: str, url: str, n: int, concurrency: int, warmup: int, rp
         metrics.reset_metrics()
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
-    ok, failed = await _drive(call, n, concurrency)
+    ok, failed, errors = await _drive(call, n, concurrency)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
     for close in closers:
         await close()
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     out = {"client": kind, "n": n, "concurrency": concurrency, "ok": ok, "failed": failed, "wall_s": round(wall, 3),
-           "cpu_s": round(cpu, 3), "cpu_us_per_request": round(cpu / n * 1e6, 1), "requests_per_s": round(n / wall, 1)}
+           "cpu_s": round(cpu, 3), "cpu_us_per_request": round(cpu / n * 1e6, 1), "requests_per_s": round(n / wall, 1),
+           "errors": errors}
     if kind == "engine":
         out["client_429s"] = metrics.METRICS.rate_limited
         out["retries"] = metrics.METRICS.retries
@@ -275,7 +278,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
               f"(plain and engine: best of {lat['reps']} runs; openai SDK: one run)", "",
               "| client | wall s | wall / ideal | wall / plain | CPU us/request | failed |", "|---|---:|---:|---:|---:|---:|"]
     for kind, r in lat["clients"].items():
-        lines.append(f"| {kind} | {r['wall_s']} | {r['wall_vs_ideal']} | {r['wall_vs_plain']} | {r['cpu_us_per_request']} | {r['failed']} |")
+        failed = f"{r['failed']} {r['errors']}" if r["failed"] else "0"
+        lines.append(f"| {kind} | {r['wall_s']} | {r['wall_vs_ideal']} | {r['wall_vs_plain']} | {r['cpu_us_per_request']} | {failed} |")
     lines += ["", f"Target: engine wall within 1.15x of ideal: **{'met' if lat['met'] else 'NOT met'}** ({lat['clients']['engine']['wall_vs_ideal']}x).", "",
               f"## 3. Server-enforced limit: {rl['limit_rpm']} RPM, engine only, concurrency {rl['concurrency']}", "",
               f"The server admits {rl['requests_per_window']} requests per rolling {rl['window_s']:g} s window "

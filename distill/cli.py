@@ -52,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-structured-outputs", dest="structured_outputs", action="store_false", help=helps["structured_outputs"])
     for name in ("rpm", "tpm", "max_concurrency", "timeout_s"):
         p.add_argument(f"--{name.replace('_', '-')}", dest=f"teacher.{name}", type=float if name == "timeout_s" else int,
-                       help=f"teacher option {name} (passed to every teacher)")
-    p.add_argument("--api-key-env", dest="teacher.api_key_env", help="environment variable holding the API key")
+                       metavar="N", help=f"teacher option {name} (passed to every teacher)")
+    p.add_argument("--api-key-env", dest="teacher.api_key_env", metavar="VAR", help="environment variable holding the API key")
     p.add_argument("--force", action="store_true", help="discard an existing run in --out made with other settings")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no live progress line")
     return p

@@ -201,3 +201,31 @@ def test_prompts_are_overridable_by_file_name(tmp_path):
         Prompts(tmp_path)
     with pytest.raises(UserInputError, match="does not exist"):
         Prompts(tmp_path / "absent")
+
+
+class InvalidCaller(SimTeacher):
+    """Follows the rules for translation, but calls with an argument the schema does not have."""
+
+    async def chat(self, messages, tools=None, **kw):
+        if kw.get("response_format") or messages[-1].role != "user":
+            return await super().chat(messages, tools, **kw)
+        return Completion(message=Message(role="assistant", content='[list_airports(country="France")]'))
+
+
+async def test_schema_invalid_calls_fail_verification(pool):
+    from distill.parsers import parse_message
+    from distill.prompts import Prompts
+    from distill.rollout import reference_hint, roll_out
+    from distill.structured import Spend
+    from distill.translate import Translator
+    from distill.verify import replay_reference, verify
+
+    path = _path("p-invalid", PathTurn(functions=["list_airports"]), kind="single")
+    episode = await Translator(SimTeacher(), pool, Prompts(), GenerateConfig()).translate(path, Spend())
+    rollout = await roll_out(InvalidCaller(), episode, pool, system_prompt="s", hint_instructions="", parse=parse_message,
+                             hints=[reference_hint(t) for t in episode.turns], seed=0, temperature=0, max_tokens=64,
+                             max_steps=3, answer_retries=0, retry_temperature=0)
+    check = verify(rollout, episode, replay_reference(pool, episode), ["error"])
+    assert not check.ok and not check.schema_valid and "country" in " ".join(check.errors)
+    tool_msgs = [m.content for m in rollout.messages if m.role == "tool"]
+    assert tool_msgs and tool_msgs[0].startswith("Error: ")  # the model is told, as an API would

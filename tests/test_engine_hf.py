@@ -11,7 +11,7 @@ from engine import metrics
 from engine.errors import BadAnswer, UserInputError
 from engine.models import smollm2_checkpoint
 from engine.records import FunctionSpec, Message, ToolCall
-from engine.teachers.hf_local import HFTeacher, parse_hermes
+from engine.teachers.hf_local import HFTeacher, parse_hermes, render
 
 WEATHER = FunctionSpec(name="get_weather", description="Get the current weather for a city",
                        parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
@@ -46,6 +46,23 @@ def test_parse_hermes_rejects_bad_blocks(body, match):
     with pytest.raises(BadAnswer, match=match) as info:
         parse_hermes(body)
     assert info.value.text == body
+
+
+def test_render_starts_the_forced_answer():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_checkpoint())
+    ask = [Message(role="user", content="Weather in Paris?")]
+    prompt, prefix = render(tok, ask, [WEATHER], {"type": "function", "function": {"name": "get_weather"}}, None)
+    assert prefix == '<tool_call>\n{"name": "get_weather", "arguments": ' and prompt.endswith("<|im_start|>assistant\n" + prefix)
+    assert "<tools>" in prompt and '"name": "get_weather"' in prompt
+    assert render(tok, ask, [WEATHER], "required", None)[1] == prefix  # one tool: required names it
+    assert render(tok, ask, [WEATHER, WEATHER], "required", None)[1] == '<tool_call>\n{"name": "'
+    plain, none = render(tok, ask, [WEATHER], "none", None)
+    assert none == "" and "<tools>" not in plain
+    assert render(tok, ask, None, None, {"type": "json_object"})[1] == "{"
+    with pytest.raises(UserInputError, match="names no function"):
+        render(tok, ask, [WEATHER], {"type": "function"}, None)
 
 
 def test_bad_options_and_folders_are_user_errors(tmp_path):

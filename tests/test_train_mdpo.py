@@ -1,5 +1,5 @@
-"""mDPO loss: equal to TRL's DPOTrainer sigmoid loss on single-turn pairs, and to a float64
-reference on multi-turn pairs; per-turn weighting; the reference cache."""
+"""mDPO against TRL: on single-turn pairs our loss and its gradients equal DPOTrainer's sigmoid loss.
+(Multi-turn and DMPO weighting are checked against float64 in test_train_loss.py.)"""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from train.loop import load_causal_lm, load_tokenizer
 from train.mdpo import MDPOStep
 from train.mdpo_config import MDPOConfig
 from train.ref_cache import compute
-from train.samples import pairs as multi_turn_pairs
 
 
 def _perturbed(model, seed: int):
@@ -30,7 +29,7 @@ def _perturbed(model, seed: int):
 
 
 def _our_loss(model, ref_model, examples, cfg: MDPOConfig):
-    ref = compute(ref_model, examples, micro_batch_size=len(examples), packing=cfg.packing,
+    ref = compute(ref_model, examples, micro_batch_size=len(examples), packing=cfg.packing == "on",
                   share_prefix=cfg.share_prefix, pad_id=0, device=torch.device("cpu"), bf16=False, logits_chunk=64)
     step = MDPOStep(cfg, 0, torch.device("cpu"), ref)
     loss, stats = step(TokenLogProbs(model, logits_chunk=64), examples, MDPOStep.counts(examples))

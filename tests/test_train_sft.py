@@ -97,12 +97,13 @@ def test_mdpo_lora_merged_and_reference_cache(tiny, tmp_path):  # noqa: F811
     assert _metrics(tmp_path / "o2")[0]["loss"] == pytest.approx(rows[0]["loss"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_match_one(tiny, tmp_path):  # noqa: F811
     run = _run_dir(tmp_path)
     common = ["train", "sft", "--data", str(run), "--model", str(tiny), "--learning-rate", "2e-3", "--batch-size", "4",
               "--micro-batch-size", "1", "--max-steps", "2", "--max-length", "1024", "--device", "cpu"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                           "-m", "engine.cli", *common, "--out", str(tmp_path / "ddp")],
                          env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert ddp.returncode == 0, ddp.stderr[-3000:]

@@ -79,15 +79,24 @@ def all_sum(d: Dist, values: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, t.tolist()))
 
 
-def load_causal_lm(path: str | Path):
+def load_causal_lm(path: str | Path, attn_implementation: str = "sdpa"):
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, attn_implementation=attn_implementation)
     except OSError as err:
         raise UserInputError(f"--model {path}: not a Hugging Face model folder ({err}); pass a checkpoint directory") from err
     model.config.use_cache = False
     return model
+
+
+def resolve_packing(cfg: TrainConfig, model) -> TrainConfig:
+    """``auto`` packs only where the kernel attends per sequence (flash varlen); elsewhere a packed
+    row costs attention over its full length, and length-bucketed padding is cheaper."""
+    if cfg.packing != "auto":
+        return cfg
+    varlen = str(getattr(model.config, "_attn_implementation", "")).startswith("flash")
+    return msgspec.structs.replace(cfg, packing="on" if varlen else "off")
 
 
 def load_tokenizer(path: str | Path, chat_template_file: str = ""):
@@ -140,12 +149,12 @@ class Plan:
         rng = np.random.default_rng([self.cfg.seed, epoch])
         order = rng.permutation(len(self.lengths))
         mb = self.cfg.micro_batch_size
-        if not self.cfg.packing:  # bucket by length inside windows so padded rows waste little
+        if self.cfg.packing != "on":  # bucket by length inside windows so padded rows waste little
             window = mb * 16
             order = np.concatenate([w[np.argsort(self.lengths[w], kind="stable")]
                                     for w in np.array_split(order, max(1, math.ceil(len(order) / window)))])
         batches = [order[i * mb:(i + 1) * mb] for i in range(self.micro_per_epoch)]
-        if not self.cfg.packing:  # buckets come out sorted by length: shuffle their order back
+        if self.cfg.packing != "on":  # buckets come out sorted by length: shuffle their order back
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from train.batch import Batch, collate_pairs, token_logps, turn_sums
 from train.data import ChatRenderer, PairExample, fingerprint, pair_examples, read_run, require_examples
-from train.loop import Trainer, init_distributed, load_causal_lm, load_tokenizer, seed_everything
+from train.loop import Trainer, init_distributed, load_causal_lm, load_tokenizer, resolve_packing, seed_everything
 from train.mdpo_config import MDPOConfig
 from train.ref_cache import RefLogps, reference_logps
 
@@ -57,7 +57,7 @@ class MDPOStep:
 
     def __call__(self, module, items: list[PairExample], counts: dict[str, float]):
         cfg = self.cfg
-        batch = collate_pairs(items, packing=cfg.packing, pad_id=self.pad_id, share_prefix=cfg.share_prefix).to(self.device)
+        batch = collate_pairs(items, packing=cfg.packing == "on", pad_id=self.pad_id, share_prefix=cfg.share_prefix).to(self.device)
         logp = token_logps(module, batch)
         ref = torch.from_numpy(np.concatenate([np.concatenate(self.ref[p.id]) for p in items]))
         t = mdpo_terms(batch, logp, ref.to(self.device, logp.dtype), beta=cfg.beta, weighting=cfg.turn_weighting,
@@ -87,11 +87,12 @@ def run_mdpo(cfg: MDPOConfig, *, data: str | Path, model: str | Path, out: str |
     data_fp = fingerprint(pairs)
     ref_dir = cfg.ref_model or str(model)
     # The policy starts as the reference unless another is named: reuse it instead of a second copy.
-    policy = load_causal_lm(model)
+    policy = load_causal_lm(model, cfg.attn_implementation)
+    cfg = resolve_packing(cfg, policy)
     t0 = time.perf_counter()
     ref, cache_file, hit = reference_logps(
         pairs, data_fp=data_fp, ref_dir=ref_dir, cache_dir=Path(cfg.ref_cache_dir or Path(data) / "train_cache"),
-        rank=d.rank, world=d.world, device=d.device, micro_batch_size=cfg.micro_batch_size, packing=cfg.packing,
+        rank=d.rank, world=d.world, device=d.device, micro_batch_size=cfg.micro_batch_size, packing=cfg.packing == "on",
         share_prefix=cfg.share_prefix, pad_id=tok.pad_token_id, bf16=cfg.bf16, logits_chunk=cfg.logits_chunk,
         model=None if cfg.ref_model else policy)
     ref_seconds = round(time.perf_counter() - t0, 2)

@@ -15,13 +15,13 @@ import torch
 
 from train.batch import collate, token_logps
 from train.data import ChatRenderer, Example, fingerprint, read_run, require_examples, sft_examples
-from train.loop import Trainer, init_distributed, load_causal_lm, load_tokenizer, seed_everything
+from train.loop import Trainer, init_distributed, load_causal_lm, load_tokenizer, resolve_packing, seed_everything
 from train.sft_config import SFTConfig
 
 
 class SFTStep:
     def __init__(self, cfg: SFTConfig, pad_id: int, device: torch.device):
-        self.packing, self.pad_id, self.device = cfg.packing, pad_id, device
+        self.packing, self.pad_id, self.device = cfg.packing == "on", pad_id, device
 
     @staticmethod
     def counts(items: list[Example]) -> dict[str, float]:
@@ -45,8 +45,10 @@ def run_sft(cfg: SFTConfig, *, data: str | Path, model: str | Path, out: str | P
     require_examples(examples, report, "trajectories", f"{data}/trajectories")
     if d.main:
         print(f"[sft] trajectories: {report.summary()}", file=sys.stderr, flush=True)
+    lm = load_causal_lm(model, cfg.attn_implementation)
+    cfg = resolve_packing(cfg, lm)
     step = SFTStep(cfg, tok.pad_token_id, d.device)
-    trainer = Trainer(stage="sft", cfg=cfg, d=d, model=load_causal_lm(model), tokenizer=tok, items=examples,
+    trainer = Trainer(stage="sft", cfg=cfg, d=d, model=lm, tokenizer=tok, items=examples,
                       lengths=[len(e) for e in examples], step_fn=step, count_fn=SFTStep.counts, out_dir=Path(out),
                       data_fp=fingerprint(examples), model_source=str(model), report=report.as_dict())
     return trainer.train(resume)

@@ -38,7 +38,8 @@ class TrainConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     micro_batch_size: Annotated[int, _h("examples per forward pass per process; batch_size / (micro_batch_size * processes) gives the gradient accumulation", ge=1)] = 4
     max_length: Annotated[int, _h("longest conversation in tokens; longer ones lose whole trailing turns or are skipped (see truncation)", ge=16)] = 2048
     truncation: Annotated[Literal["drop_turns", "skip"], _h("too-long conversations: drop whole trailing turns (never cut inside an assistant turn) or skip them; mDPO pairs are always skipped")] = "drop_turns"
-    packing: Annotated[bool, _h("pack a micro-batch's sequences into one row without padding (position ids restart per sequence); off = right-padded rows bucketed by length")] = True
+    packing: Annotated[Literal["auto", "on", "off"], _h("on = pack a micro-batch's sequences into one row without padding (position ids restart per sequence); off = right-padded rows bucketed by length; auto = on only with a variable-length attention kernel (flash_attention_*), since sdpa/eager then attend over the whole packed row")] = "auto"
+    attn_implementation: Annotated[str, _h("transformers attention kernel: sdpa, eager, flash_attention_2, ...")] = "sdpa"
     gradient_checkpointing: Annotated[bool, _h("recompute activations in the backward pass to save memory")] = False
     bf16: Annotated[bool, _h("bfloat16 autocast on GPU (ignored on CPU, which trains in float32)")] = True
     logits_chunk: Annotated[int, _h("trained tokens per LM-head chunk; bounds the logits memory to chunk x vocabulary", ge=1)] = 1024

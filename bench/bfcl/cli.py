@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=16, help="entries in flight at once")
     p.add_argument("--max-tokens", type=int, default=1024, help="max tokens per model answer")
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature")
+    p.add_argument("--timeout-s", type=float, default=None,
+                   help="seconds one model answer may take (default: the teacher's; 600 for vllm:/hf:, long BFCL prompts on CPU are slow)")
     p.add_argument("--teacher-option", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option passed to the teacher (vllm/hf), e.g. max_model_len=8192; repeatable")
     p.add_argument("--no-progress", action="store_true", help="no live progress display")
@@ -55,6 +57,12 @@ def _options(args: argparse.Namespace) -> dict[str, Any] | None:
     return options or None
 
 
+def _timeout(args: argparse.Namespace) -> float | None:
+    if args.timeout_s is not None:
+        return args.timeout_s
+    return 600.0 if args.model.startswith(("vllm:", "hf:")) else None
+
+
 async def _generate(args: argparse.Namespace, dataset: Any, store: Any) -> dict[str, Any]:
     from bench.bfcl.data import category_of
     from bench.bfcl.replay import ReplayTeacher
@@ -68,7 +76,7 @@ async def _generate(args: argparse.Namespace, dataset: Any, store: Any) -> dict[
         from engine.teachers import make_teacher
 
         # A truncated answer is BFCL's answer too (it just fails to decode): never re-ask.
-        plan = [(make_teacher(args.model, max_bad_answer_retries=0, options=_options(args)), dataset.entries)]
+        plan = [(make_teacher(args.model, max_bad_answer_retries=0, timeout_s=_timeout(args), options=_options(args)), dataset.entries)]
     summary: dict[str, Any] = {}
     for teacher, entries in plan:
         runner = EntryRunner(teacher, args.mode, max_tokens=args.max_tokens, temperature=args.temperature)

@@ -1,15 +1,18 @@
 """A ground-truth replay model: a Teacher that answers BFCL entries from BFCL's ground truth.
 
 It recognises the entry from the opening messages of the conversation (the same messages
-``runner.Conversation`` sends, so also over HTTP), and answers:
-- single-turn AST categories: the ground-truth calls, taking the first accepted value of each
-  parameter (an optional parameter whose first accepted value is "" is left out);
+``runner.Conversation`` sends, so also over HTTP; in FC mode also from the tools offered, and for
+multi-turn entries sharing a first turn from the user turns seen since), and answers:
+- single-turn AST categories: the ground-truth calls with the first non-empty accepted value of
+  each parameter ("" accepted alone means absent; a parameter the function doc lacks is left out
+  when the answer allows its absence);
 - relevance: a call of the first function with placeholder values (any call is correct);
 - irrelevance, and a multi-turn step after its calls were executed: a text answer, no call;
 - multi-turn: turn t (= number of no-call answers so far) gets all ground-truth calls of turn t
   at once, positional arguments turned into keywords by the API method's signature.
-Prompt mode writes calls as BFCL's Python list text; FC mode returns native tool calls with
-names converted as BFCL's ``convert_to_tool`` converts them ('.' -> '_').
+Prompt mode writes calls as BFCL's Python list text (Java/JavaScript literals for those
+categories); FC mode returns native tool calls named as BFCL's ``convert_to_tool`` names them
+('.' -> '_'). Categories that share questions (base / long_context) need one replay each.
 
 ``serve_replay`` serves any such Teacher as an OpenAI-compatible chat endpoint on loopback
 (aiohttp, in its own thread and event loop, so synchronous clients such as BFCL's own

@@ -116,11 +116,12 @@ def to_markdown(report: dict[str, Any], *, failures: int = 25) -> str:
         "|" + "---|" * len(COLUMNS),
         "| " + " | ".join(_pct(report["columns"][c]) for c in COLUMNS) + " |",
         "",
-        "| category | correct | total | accuracy % |",
-        "|---|---|---|---|",
+        "| category | correct | total | accuracy % | silent on held-out turns (BFCL's irrelevance checker, not in the score) |",
+        "|---|---|---|---|---|",
     ]
     for name, value in report["categories"].items():
-        lines.append(f"| {name} | {value['correct_count']} | {value['total_count']} | {_pct(value['accuracy'])} |")
+        silent = value.get("irrelevance_checker_correct", "")
+        lines.append(f"| {name} | {value['correct_count']} | {value['total_count']} | {_pct(value['accuracy'])} | {silent} |")
     if report["not_reproducible_offline"]:
         listed = ", ".join(f"{k} ({v})" for k, v in report["not_reproducible_offline"].items())
         lines += ["", f"Not reproducible offline (they call live web APIs; not scored, not in any column): {listed}."]

@@ -194,8 +194,10 @@ class EntryRunner:
             message, prompt_tokens, completion_tokens = completion.message, completion.usage.prompt_tokens, completion.usage.completion_tokens
         except BadAnswer as err:
             # A truncated or unparsable reply is still the model's answer to BFCL (its decoder
-            # then fails and the turn ends), not an inference error.
-            message, prompt_tokens, completion_tokens = Message(role="assistant", content=err.text), 0, 0
+            # then fails and the turn ends), not an inference error. The client raises before it
+            # reads the usage: a truncated answer used exactly max_tokens; its prompt is uncounted.
+            truncated = str(err).startswith("truncated")
+            message, prompt_tokens, completion_tokens = Message(role="assistant", content=err.text), 0, self.max_tokens if truncated else 0
         usage["input"].append(prompt_tokens)
         usage["output"].append(completion_tokens)
         usage["latency"].append(round(time.monotonic() - started, 4))

@@ -123,25 +123,15 @@ class HFTeacher:
                    temperature: float = 0.0, max_tokens: int = 512, seed: int | None = None) -> Completion:
         loop = asyncio.get_running_loop()
         tok = self.tokenizer or await asyncio.to_thread(self._load_tokenizer)
-        offered = tools if tools and tool_choice != "none" else None
-        prompt = tok.apply_chat_template(wire.messages_to_wire(messages), tools=wire.tools_to_wire(offered) if offered else None,
-                                         add_generation_prompt=True, tokenize=False)
-        if tool_choice == "required" and offered and len(offered) == 1:  # only one function can be meant
-            tool_choice = {"type": "function", "function": {"name": offered[0].name}}
-        prefix = _prefill(tool_choice if offered else None, response_format)
-        ids = tok(prompt + prefix, add_special_tokens=False)["input_ids"]
+        prompt, prefix = render(tok, messages, tools, tool_choice, response_format)
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
         request = _Request(ids, prefix, temperature, max_tokens, seed, loop, loop.create_future())
         self._ensure_worker()
         self._queue.put(request)
         text, n_out, stopped = await request.future
         metrics.METRICS.record_usage(len(ids), n_out, price_in=self.price_in, price_out=self.price_out)
-        text = prefix + text
-        if not stopped:
-            raise BadAnswer(f"truncated: the answer hit max_tokens={max_tokens}: {wire.quote(text)}", text=text)
-        content, calls = parse_hermes(text)
-        return Completion(message=Message(role="assistant", content=content, tool_calls=calls),
-                          finish_reason="tool_calls" if calls else "stop",
-                          usage=Usage(prompt_tokens=len(ids), completion_tokens=n_out), model=self.model_dir.name)
+        return completion(prefix + text, stopped=stopped, prompt_tokens=len(ids), completion_tokens=n_out,
+                          max_tokens=max_tokens, model=self.model_dir.name)
 
     def _ensure_worker(self) -> None:
         with self._lock:
@@ -250,12 +240,42 @@ class HFTeacher:
         self.model = None
 
 
-def _prefill(tool_choice: str | dict[str, Any] | None, response_format: dict[str, Any] | None) -> str:
+def render(tokenizer: Any, messages: list[Message], tools: list[FunctionSpec] | None, tool_choice: str | dict[str, Any] | None,
+           response_format: dict[str, Any] | None) -> tuple[str, str]:
+    """(prompt text ending with the assistant turn's forced start, that forced start)."""
+    offered = tools if tools and tool_choice != "none" else None
+    prompt = tokenizer.apply_chat_template(wire.messages_to_wire(messages), tools=wire.tools_to_wire(offered) if offered else None,
+                                           add_generation_prompt=True, tokenize=False)
+    name = forced_function(offered, tool_choice)
+    prefix = _prefill({"type": "function", "function": {"name": name}} if name else tool_choice if offered else None, response_format)
+    return prompt + prefix, prefix
+
+
+def forced_function(tools: list[FunctionSpec] | None, tool_choice: str | dict[str, Any] | None) -> str | None:
+    """The function a ``tool_choice`` forces: the named one, or the only tool under ``required``."""
+    if not tools or tool_choice in (None, "none", "auto"):
+        return None
     if isinstance(tool_choice, dict):
         name = (tool_choice.get("function") or {}).get("name")
         if not isinstance(name, str) or not name:
             raise UserInputError(f"tool_choice {tool_choice!r} names no function; use {{'type': 'function', 'function': {{'name': ...}}}}")
-        return '<tool_call>\n{"name": ' + json.dumps(name) + ', "arguments": '
+        return name
+    return tools[0].name if tool_choice == "required" and len(tools) == 1 else None
+
+
+def completion(text: str, *, stopped: bool, prompt_tokens: int, completion_tokens: int, max_tokens: int, model: str) -> Completion:
+    """The answer ``text`` (forced start included) as a Completion; a truncated one is a BadAnswer."""
+    if not stopped:
+        raise BadAnswer(f"truncated: the answer hit max_tokens={max_tokens}: {wire.quote(text)}", text=text)
+    content, calls = parse_hermes(text)
+    return Completion(message=Message(role="assistant", content=content, tool_calls=calls),
+                      finish_reason="tool_calls" if calls else "stop",
+                      usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens), model=model)
+
+
+def _prefill(tool_choice: str | dict[str, Any] | None, response_format: dict[str, Any] | None) -> str:
+    if isinstance(tool_choice, dict):
+        return '<tool_call>\n{"name": ' + json.dumps(tool_choice["function"]["name"]) + ', "arguments": '
     if tool_choice == "required":
         return '<tool_call>\n{"name": "'
     if response_format and response_format.get("type") in ("json_object", "json_schema"):

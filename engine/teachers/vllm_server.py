@@ -269,7 +269,6 @@ class VLLMServerTeacher:
         self._model = model
         self._server_options = {k: v for k, v in config.items() if k in _SERVER_OPTIONS}
         self._client_options = {k: v for k, v in config.items() if k in _CLIENT_OPTIONS}
-        self._client_options.setdefault("max_concurrency", 256)  # vLLM batches; let it see the load
         self.server: VLLMServer | None = None
         self._client: Any = None
         self._starting: asyncio.Lock | None = None
