@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         result["latency"] = latency_bound(1280, 256, 200.0, reps=1)
         result["rate_limit"] = rate_limited(200, 64, 600, window_s=60.0)
     else:
-        result["zero_latency"] = zero_latency(5000, 64, reps=2)
+        result["zero_latency"] = zero_latency(5000, 64, reps=3)
         result["latency"] = latency_bound(5120, 256, 200.0, reps=2)
         result["rate_limit"] = rate_limited(700, 64, 600, window_s=60.0)
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -155,7 +155,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
              f"Machine: {m['cpu']}, {m['nproc']} CPUs, Python {m['python']}; load average at start {m['loadavg_start']}, "
              f"end {result['loadavg_end']}. Model `{result['model']}` on vLLM ({result.get('device', 'external server')}); "
              f"{result['requests']} requests per phase at concurrency {result['concurrency']}, max_tokens {result['max_tokens']}, "
-             "temperature 0.", "",
+             f"temperature 0. vLLM environment: {result['vllm_env'] or 'defaults'}.", "",
              "| phase | client | completion tokens | wall s | completion tok/s | requests/s | stop | length | failed |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for i, p in enumerate(result["phases"], 1):
@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     data = run(serve_and_measure(args))
     summary = summarise(data["phases"])
     result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": info, "model": args.model,
+              "vllm_env": {k: v for k, v in os.environ.items() if k.startswith("VLLM_")},
               "concurrency": args.concurrency, "requests": args.requests, "max_tokens": args.max_tokens, **data,
               "summary": summary, "loadavg_end": [round(x, 2) for x in os.getloadavg()], "met": summary["ratio"] >= 0.95}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -269,6 +269,8 @@ class Limiter:
             setattr(self, kind, bucket)
             if kind == "requests":
                 self.window = RollingWindow(per_minute)
+                if left is not None:  # what the server already counts (our probe, other clients) fills the window too
+                    self.window.sent.extend([now] * min(max(int(learned - left), 0), self.window.cap))
         elif self.learned.get(kind) != learned:
             bucket.refill(now)
             bucket.set_limit(per_minute)

@@ -139,6 +139,9 @@ def test_limits_are_learned_from_headers_and_lower_configured_limit_wins():
     assert limiter.requests.level <= limiter.requests.capacity == 10.0
     assert limiter.tokens.level == 400.0  # clamped to what the server says is left
 
+    # The requests the server already counts (599 left of 600: our probe) fill the rolling minute too.
+    assert list(limiter.window.sent) == [0.0] and limiter.window.cap == 594
+
     configured = Limiter(rpm=100, clock=clock, sleep=clock.sleep)
     configured.observe({"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "599"})
     assert configured.requests.rate == pytest.approx(100 * 0.99 / 60)
