@@ -155,7 +155,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
              f"Machine: {m['cpu']}, {m['nproc']} CPUs, Python {m['python']}; load average at start {m['loadavg_start']}, "
              f"end {result['loadavg_end']}. Model `{result['model']}` on vLLM ({result.get('device', 'external server')}); "
              f"{result['requests']} requests per phase at concurrency {result['concurrency']}, max_tokens {result['max_tokens']}, "
-             f"temperature 0. vLLM environment: {result['vllm_env'] or 'defaults'}.", "",
+             f"temperature 0. vLLM environment: {result.get('vllm_env') or 'defaults'}.", "",
              "| phase | client | completion tokens | wall s | completion tok/s | requests/s | stop | length | failed |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for i, p in enumerate(result["phases"], 1):
@@ -164,6 +164,10 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
     lines += ["", f"Engine {s['engine_completion_tokens_per_s']} tok/s vs plain {s['plain_completion_tokens_per_s']} tok/s: "
               f"ratio **{s['ratio']}** (target >= 0.95: **{'met' if result['met'] else 'NOT met'}**). "
               f"Same completion tokens on both sides: {s['tokens_equal']}.", ""]
+    if max(m["loadavg_start"][0], result["loadavg_end"][0]) > m["nproc"]:
+        lines += ["The machine was shared with other jobs (load average above its core count): absolute rates are far "
+                  "below an idle machine's and phases differ by the load of the moment; the plain/engine/engine/plain "
+                  "order spreads that drift over both clients, but only a run on an idle machine makes the ratio precise.", ""]
     path.write_text("\n".join(lines))
 
 
