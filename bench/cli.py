@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "graph_bench": "graph construction time/memory vs pool size; path sampling rate and memory",
     "distill_bench": "end-to-end paths/s, tokens/path and yields on the simulator (or vLLM)",
     "train_bench": "mDPO/SFT tokens/s and peak memory vs TRL's DPOTrainer",
+    "bfcl.throughput": "BFCL harness wall time: our engine vs BFCL's own generator on the same server",
 }
 
 
