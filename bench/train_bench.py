@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per trainer (default: cpu 2, cuda 20)")
     p.add_argument("--batch", type=int, default=None, help="pairs per optimizer step (default: cpu 2, cuda 16)")
     p.add_argument("--micro", type=int, default=None, help="pairs per forward pass (default: cpu 1, cuda 4)")
+    p.add_argument("--parts", default="mdpo,sft", help="comma-separated parts to run: mdpo, sft")
     p.add_argument("--out", default=str(RESULTS / "train_bench"), help="results path without extension")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
@@ -228,37 +229,47 @@ def main(argv: list[str] | None = None) -> int:
     spec["pairs"] = a.pairs or spec["steps"] * spec["batch"]  # one epoch: the reference pass covers what is trained
     spec["sft_batch"] = spec["micro"] * 2
     t0 = time.perf_counter()
-    ours, trl = _spawn("ours", spec), _spawn("trl", spec)
-    packed, padded = _spawn("sft", spec | {"packing": "on"}), _spawn("sft", spec | {"packing": "off"})
-    rate = lambda r: r["tokens"] / r["seconds"]  # noqa: E731
-    n = min(len(ours["losses"]), len(trl["losses"]))
-    result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": _machine(a.device),
-        "model": a.model, "settings": spec, "wall_seconds": round(time.perf_counter() - t0, 1),
-        "mdpo": {"ours": ours, "trl": trl,
-                 "ours_tokens_per_s": round(rate(ours), 1), "trl_tokens_per_s": round(rate(trl), 1),
-                 "speedup": round(rate(ours) / rate(trl), 3),
-                 "speedup_training_only": round(ours["tokens"] / ours["train_seconds"] / rate(trl), 3),
-                 "peak_memory_ratio": round(ours["peak_bytes"] / trl["peak_bytes"], 3),
-                 "max_abs_loss_diff": max(abs(x - y) for x, y in zip(ours["losses"][:n], trl["losses"][:n]))},
-        "sft": {"packed": packed, "padded": padded, "packed_tokens_per_s": round(rate(packed), 1),
-                "padded_tokens_per_s": round(rate(padded), 1), "packing_speedup": round(rate(packed) / rate(padded), 3)},
-    }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(_markdown(result))
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": _machine(a.device),
+              "model": a.model, "settings": spec}
+    rate = lambda r: r["tokens"] / r["seconds"]  # noqa: E731
+    if "mdpo" in a.parts:
+        ours, trl = _spawn("ours", spec), _spawn("trl", spec)
+        n = min(len(ours["losses"]), len(trl["losses"]))
+        result["mdpo"] = {
+            "ours": ours, "trl": trl, "ours_tokens_per_s": round(rate(ours), 1), "trl_tokens_per_s": round(rate(trl), 1),
+            "speedup": round(rate(ours) / rate(trl), 3),
+            "speedup_training_only": round(ours["tokens"] / ours["train_seconds"] / rate(trl), 3),
+            "peak_memory_ratio": round(ours["peak_bytes"] / trl["peak_bytes"], 3),
+            "max_abs_loss_diff": max(abs(x - y) for x, y in zip(ours["losses"][:n], trl["losses"][:n]))}
+        _write(out, result, t0)  # a part's numbers survive an interrupted later part
+    if "sft" in a.parts:
+        packed, padded = _spawn("sft", spec | {"packing": "on"}), _spawn("sft", spec | {"packing": "off"})
+        result["sft"] = {"packed": packed, "padded": padded, "packed_tokens_per_s": round(rate(packed), 1),
+                         "padded_tokens_per_s": round(rate(padded), 1),
+                         "packing_speedup": round(rate(packed) / rate(padded), 3)}
+        _write(out, result, t0)
     print(_markdown(result))
     return 0
 
 
+def _write(out: Path, result: dict, t0: float) -> None:
+    result["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(_markdown(result))
+
+
 def _markdown(r: dict) -> str:
-    m, s = r["mdpo"], r["sft"]
+    head = [f"# Trainer benchmark ({r['model']}, {r['settings']['device']})", "",
+            f"Date {r['date']}; machine: {r['machine']}", "", f"Settings: {r['settings']}", ""]
+    return "\n".join(head + (_md_mdpo(r) if "mdpo" in r else []) + (_md_sft(r) if "sft" in r else []))
+
+
+def _md_mdpo(r: dict) -> list[str]:
+    m = r["mdpo"]
     gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
-    return "\n".join([
-        f"# Trainer benchmark ({r['model']}, {r['settings']['device']})", "",
-        f"Date {r['date']}; machine: {r['machine']}", "",
-        f"Settings: {r['settings']}", "",
+    return [
         "## mDPO vs TRL DPOTrainer (same model, pairs, order, optimizer; lambda = 0)", "",
         "| trainer | tokens/s | seconds | peak memory | losses per step |", "|---|---|---|---|---|",
         f"| ours (incl. reference pass {m['ours']['ref_seconds']} s) | {m['ours_tokens_per_s']} | {m['ours']['seconds']:.1f} | "
@@ -266,12 +277,17 @@ def _markdown(r: dict) -> str:
         f"| TRL {r['machine']['trl']} | {m['trl_tokens_per_s']} | {m['trl']['seconds']:.1f} | {gib(m['trl']['peak_bytes'])} | "
         f"{[round(x, 5) for x in m['trl']['losses']]} |", "",
         f"Speed-up {m['speedup']}x (training steps only: {m['speedup_training_only']}x); peak memory ratio "
-        f"{m['peak_memory_ratio']}; max |loss difference| {m['max_abs_loss_diff']:.2e}.", "",
+        f"{m['peak_memory_ratio']}; max |loss difference| {m['max_abs_loss_diff']:.2e}.", ""]
+
+
+def _md_sft(r: dict) -> list[str]:
+    s = r["sft"]
+    return [
         "## SFT packing", "",
         "| mode | tokens/s | seconds |", "|---|---|---|",
         f"| packed (padding-free) | {s['packed_tokens_per_s']} | {s['packed']['seconds']:.1f} |",
         f"| padded (length-bucketed) | {s['padded_tokens_per_s']} | {s['padded']['seconds']:.1f} |", "",
-        f"Packing speed-up {s['packing_speedup']}x.", ""])
+        f"Packing speed-up {s['packing_speedup']}x.", ""]
 
 
 if __name__ == "__main__":

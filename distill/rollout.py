@@ -121,16 +121,16 @@ async def roll_out(
                 break
             message = None
             for attempt in range(answer_retries + 1):
-                completion = await teacher.chat(
-                    sent,
-                    tools=offered or None,
-                    tool_choice="auto" if offered else None,
-                    temperature=temperature if attempt == 0 else retry_temperature,
-                    max_tokens=max_tokens,
-                    seed=seed * 1000 + h * 50 + step * 5 + attempt,
-                )
-                spend.add(completion)
-                try:
+                try:  # a backend may itself reject a truncated or garbled answer with BadAnswer
+                    completion = await teacher.chat(
+                        sent,
+                        tools=offered or None,
+                        tool_choice="auto" if offered else None,
+                        temperature=temperature if attempt == 0 else retry_temperature,
+                        max_tokens=max_tokens,
+                        seed=seed * 1000 + h * 50 + step * 5 + attempt,
+                    )
+                    spend.add(completion)
                     calls = parse(completion.message, specs)
                     message = completion.message
                     break

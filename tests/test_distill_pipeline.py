@@ -229,3 +229,20 @@ async def test_schema_invalid_calls_fail_verification(pool):
     assert not check.ok and not check.schema_valid and "country" in " ".join(check.errors)
     tool_msgs = [m.content for m in rollout.messages if m.role == "tool"]
     assert tool_msgs and tool_msgs[0].startswith("Error: ")  # the model is told, as an API would
+
+
+class Truncating(SimTeacher):
+    """Writes good translations, then every rollout answer is cut off (the backend raises BadAnswer)."""
+
+    async def chat(self, messages, tools=None, **kw):
+        if kw.get("response_format"):
+            return await super().chat(messages, tools, **kw)
+        from engine.errors import BadAnswer
+        raise BadAnswer("truncated: the answer hit max_tokens", text='<tool_call>{"name": "list_air')
+
+
+async def test_truncated_rollout_answers_end_as_a_verify_dead_letter(pool):
+    path = _path("p-trunc", PathTurn(functions=["list_airports"]), kind="single")
+    with pytest.raises(JobFailed) as err:
+        await Distiller(pool, Truncating(), GenerateConfig(rollout_attempts=1, answer_retries=1)).run_path(path)
+    assert err.value.stage == "verify" and "truncated" in str(err.value)
