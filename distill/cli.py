@@ -181,9 +181,7 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace) -> dict[st
         store.write_manifest({"generate": summary})
     finally:
         for t in teachers:
-            close = getattr(t, "aclose", None)  # the protocol has it; be lenient with in-process backends
-            if close is not None:
-                await close()
+            await t.aclose()
         store.close()
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
     return summary

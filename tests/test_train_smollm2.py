@@ -24,7 +24,7 @@ def test_smollm2_sft_then_lora_mdpo(tmp_path):
 
     base = smollm2_checkpoint()
     sft = run_sft(SFTConfig(learning_rate=1e-5, batch_size=2, micro_batch_size=1, max_steps=2, max_length=1024),
-                  data=tmp_path, model=base, out=tmp_path / "sft", records=trajectories(2, turns=1))
+                  data=tmp_path, model=base, out=tmp_path / "sft", records=trajectories(4, turns=1))
     losses = [json.loads(ln)["loss"] for ln in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
     assert sft["steps"] == 2 and all(math.isfinite(x) and 0 < x < 10 for x in losses)
     dpo = run_mdpo(MDPOConfig(learning_rate=1e-4, batch_size=2, micro_batch_size=1, max_steps=1, lora=True, lora_r=8,

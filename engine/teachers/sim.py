@@ -222,6 +222,9 @@ class SimTeacher:
             await asyncio.sleep(self.latency_s)
         return self.answer(messages, tools, tool_choice=tool_choice, response_format=response_format, seed=seed)
 
+    async def aclose(self) -> None:
+        """Nothing to release; present because the Teacher protocol requires it."""
+
     def answer(self, messages: list[Message], tools: list[FunctionSpec] | None = None, *,
                tool_choice: str | dict[str, Any] | None = None, response_format: dict[str, Any] | None = None,
                seed: int | None = None) -> Completion:
