@@ -12,17 +12,13 @@ Writes bench/results/distill_bench.{json,md}; a --vllm run adds its section to t
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results"
+from bench.results_io import RESULTS, describe, load_results, loadavg, machine, utc_now, write_results
 
 
 class Timed:
@@ -71,7 +67,7 @@ async def run_once(spec: str, *, paths: int, concurrency: int, toolkits: list[st
     from graph.paths_config import path_config
 
     metrics.reset_metrics()
-    load_before = os.getloadavg()[0]
+    load_before = loadavg()[0]
     config = GenerateConfig(out="-", teacher=spec, toolkits=toolkits, paths=paths, seed=seed, concurrency=concurrency,
                             max_tokens=max_tokens)
     pool = build_pool(config)
@@ -109,16 +105,12 @@ async def run_once(spec: str, *, paths: int, concurrency: int, toolkits: list[st
         "dead_letters_by_reason": dict(Counter(f"{d.stage}: {reason_key(d.error)}" for d in dead).most_common()),
         "paths_dead_lettered": len(path_dead),
         # Other processes on the machine slow a CPU teacher down; recorded so runs can be compared fairly.
-        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "load_average_1m": [load_before, loadavg()[0]],
     }
 
 
-def machine() -> str:
-    return f"{platform.machine()} {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, {platform.system()}"
-
-
 def _markdown(result: dict[str, Any]) -> str:
-    lines = [f"# Distillation benchmark ({result['date']})", "", f"Machine: {result['machine']}", ""]
+    lines = [f"# Distillation benchmark ({result['date']})", "", f"Machine: {describe(result['machine'])}", ""]
     rows = [r for r in (result.get("sim_inprocess"), result.get("sim_http"), result.get("vllm")) if r]
     keys = ["teacher", "paths", "concurrency", "load_average_1m", "wall_s", "paths_per_s", "episodes_per_min", "ms_per_path", "ms_per_teacher_call",
             "tokens_per_path", "teacher_idle_fraction", "yield_positive", "pairs"]
@@ -148,14 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vllm-timeout-s", type=float, default=600.0,
                    help="per-request timeout for the vLLM teacher (a shared, loaded CPU queues requests for minutes)")
     p.add_argument("--vllm-only", action="store_true", help="run only the vLLM section; other sections on file are kept")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for distill_bench.{json,md}")
     args = p.parse_args(argv)
     from engine.scheduler import run
     from engine.sim_server import serve_sim_thread
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "distill_bench.json"
-    result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}  # a run updates its own sections
-    result.update({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine()})
+    result = load_results("distill_bench", args.out)  # a run updates its own sections
+    result.update({"date": utc_now(), "machine": machine()})
     if not args.vllm_only:
         result["sim_inprocess"] = run(run_once("sim", paths=args.paths, concurrency=args.concurrency, toolkits=[], seed=args.seed))
         with serve_sim_thread(seed=0) as url:
@@ -166,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.vllm or args.vllm_only:
         result["vllm"] = run(run_once("vllm:smollm2", paths=args.vllm_paths, concurrency=8, toolkits=[], seed=args.seed,
                                       timeout_s=args.vllm_timeout_s))
-    out.write_text(json.dumps(result, indent=2, sort_keys=True))
-    (RESULTS / "distill_bench.md").write_text(_markdown(result))
-    print(_markdown(result))
+    report = _markdown(result)
+    write_results("distill_bench", result, report, args.out)
+    print(report)
     return 0
 
 

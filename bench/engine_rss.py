@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
+import json
 import os
-import platform
 import resource
 import shutil
 import tempfile
@@ -25,27 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from bench.results_io import RESULTS, describe, loadavg, machine, utc_now, write_results
 from engine import metrics
 from engine.records import Message, Trajectory
 from engine.scheduler import run, run_jobs
 from engine.store import RunStore
 from engine.teachers.sim import SimTeacher
 
-RESULTS = Path(__file__).resolve().parent / "results"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def machine() -> dict[str, Any]:
-    """Where a result was measured (shared by this folder's engine benchmarks)."""
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"node": platform.node(), "machine": platform.machine(), "cpu": cpu, "nproc": os.cpu_count(),
-            "python": platform.python_version(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def rss_mb() -> float:
@@ -91,10 +77,10 @@ def analyse(samples: list[tuple[float, int, float]], n: int) -> dict[str, Any]:
             "growth_mb_per_1k_items_after_10pct": round((last - first) / (0.9 * n / 1000), 4)}
 
 
-def write_markdown(result: dict[str, Any], path: Path) -> None:
+def markdown(result: dict[str, Any]) -> str:
     m, a, s = result["machine"], result["analysis"], result["summary"]
     lines = [f"# Engine RSS while streaming {result['jobs']:,} jobs ({result['date']})", "",
-             f"Machine: {m['cpu']}, {m['nproc']} CPUs, Python {m['python']}, load average at start {m['loadavg_start']}.", "",
+             f"Machine: {describe(m)}.", "",
              f"Each job: one SimTeacher chat call -> one Trajectory committed to a RunStore (max {result['max_in_flight']} in flight). "
              f"Wall {s['wall_s']} s, {s['items_per_s']:,} items/s, {s['done']:,} done, {s['failed']} failed; "
              f"{result['disk_bytes'] / 2**20:.1f} MiB of shards.", "",
@@ -105,7 +91,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
              "store's in-memory id index: two ids per item (the record's and the done marker's), kept so no id is ever "
              "stored twice. In-flight work is bounded by max_in_flight and does not grow.", "",
              f"Target: < 1 GB at 1M jobs: **{'met' if result['met'] else 'NOT met'}**.", ""]
-    path.write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,15 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     analysis = analyse(data["samples"], args.jobs)
-    result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": info, "jobs": args.jobs,
+    result = {"date": utc_now(), "machine": info, "jobs": args.jobs,
               "max_in_flight": args.max_in_flight, "rss_mb_before": round(rss_start, 1), "summary": data["summary"],
               "analysis": analysis, "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-              "disk_bytes": data["disk_bytes"], "samples": data["samples"], "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+              "disk_bytes": data["disk_bytes"], "samples": data["samples"], "loadavg_end": loadavg(),
               "met": analysis["peak_rss_mb"] < 1024 and data["summary"]["done"] == args.jobs}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "engine_rss.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    write_markdown(result, args.out / "engine_rss.md")
-    print(orjson.dumps({k: result[k] for k in ("jobs", "analysis", "met")}).decode())
+    write_results("engine_rss", result, markdown(result), args.out)
+    print(json.dumps({k: result[k] for k in ("jobs", "analysis", "met")}))
     return 0
 
 

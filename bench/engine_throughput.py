@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -36,8 +34,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench.results_io import RESULTS, describe, loadavg, machine, utc_now, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 SERVER_CORE, CLIENT_CORE = "0", "1"
 CLIENTS = ("plain", "engine", "openai_sdk")
 SYSTEM = "You are a helpful assistant."
@@ -255,18 +254,10 @@ def rate_limited(n: int, concurrency: int, rpm: int, window_s: float) -> dict[st
             "met_learned": lrn["share_429"] < 0.01 and lrn["failed"] == 0}
 
 
-def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return {"uname": " ".join(platform.uname()), "nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "loadavg_start": [round(x, 2) for x in os.getloadavg()], "pinning": f"server core {SERVER_CORE}, client core {CLIENT_CORE} (taskset)"}
-
-
-def write_markdown(result: dict[str, Any], path: Path) -> None:
+def markdown(result: dict[str, Any]) -> str:
     m, z, lat, rl = result["machine"], result["zero_latency"], result["latency"], result["rate_limit"]
     lines = [f"# Engine throughput ({result['date']}{', quick' if result['quick'] else ''})", "",
-             f"Machine: `{m['uname']}`, {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}; {m['pinning']}. "
-             f"Load average at start / end: {m['loadavg_start']} / {result['loadavg_end']} "
+             f"Machine: `{m['uname']}`; {describe(m)}, at end {result['loadavg_end']}; {m['pinning']} "
              "(the machine is shared with other jobs: CPU time per request is the stable measure, wall time includes waiting for a core).", "",
              f"## 1. Zero latency: {z['n']} requests, concurrency {z['concurrency']} (plain and engine: best of {z['reps']} interleaved runs; openai SDK: one run)", "",
              "| client | CPU us/request | vs plain aiohttp | requests/s | failed |", "|---|---:|---:|---:|---:|"]
@@ -297,7 +288,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
               f"learned **{'met' if rl['met_learned'] else 'NOT met'}**.", "",
               "Not measured here: RSS at 1M jobs and the vLLM saturation ratio (bench/engine_rss.py, bench/vllm_saturation.py); "
               "bespokelabs-curator was not installed (the project avoids extra dependencies), so it is not compared.", ""]
-    path.write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.client:
         return _client_main(args)
     started = time.perf_counter()
-    result: dict[str, Any] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,
-                              "machine": machine()}
+    result: dict[str, Any] = {"date": utc_now(), "quick": args.quick,
+                              "machine": machine(pinning=f"server core {SERVER_CORE}, client core {CLIENT_CORE} (taskset)")}
     if args.quick:
         result["zero_latency"] = zero_latency(1000, 64, reps=1)
         result["latency"] = latency_bound(1280, 256, 200.0, reps=1)
@@ -324,12 +315,11 @@ def main(argv: list[str] | None = None) -> int:
         result["zero_latency"] = zero_latency(5000, 64, reps=3)
         result["latency"] = latency_bound(5120, 256, 200.0, reps=2)
         result["rate_limit"] = rate_limited(700, 64, 600, window_s=60.0)
-    result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["loadavg_end"] = loadavg()
     result["bench_wall_s"] = round(time.perf_counter() - started, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "engine_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(result, args.out / "engine_throughput.md")
-    print((args.out / "engine_throughput.md").read_text())
+    report = markdown(result)
+    write_results("engine_throughput", result, report, args.out)
+    print(report)
     return 0
 
 

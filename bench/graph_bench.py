@@ -16,11 +16,9 @@ are the parameters of others, as in real APIs.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import multiprocessing as mp
 import os
-import platform
 import random
 import resource
 import tempfile
@@ -28,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from bench.results_io import RESULTS, describe, loadavg, machine, utc_now, write_results
 from engine.records import FunctionSpec
 
 # domain -> entities; every entity gets an ``<entity>_id`` and some attributes.
@@ -187,8 +184,8 @@ def bench_paths(graph_file: Path, total: int, every: int) -> dict[str, Any]:
 
 
 def _markdown(result: dict[str, Any]) -> str:
-    lines = [f"# Graph benchmark ({result['date']})", "", f"Machine: {result['machine']}; load average at start / end: "
-             f"{result['load_start']} / {result['load_end']} (the machine is shared: CPU time is the stable measure, "
+    lines = [f"# Graph benchmark ({result['date']})", "", f"Machine: {describe(result['machine'])}, at end "
+             f"{result['loadavg_end']} (the machine is shared: CPU time is the stable measure, "
              "wall time includes waiting for a core)", "",
              "## Construction (offline matcher)", "",
              "| functions | wall s | CPU s | CPU ms/function | vs smallest | peak RSS MiB | edges | isolated | components |",
@@ -210,25 +207,22 @@ def _markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.graph_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and 100k paths (a smoke run)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="folder for graph_bench.json/.md")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for graph_bench.json/.md")
     args = parser.parse_args(argv)
     sizes = [250, 500, 1000] if args.quick else [1000, 2500, 5000, 10000]
     total, every = (100_000, 20_000) if args.quick else (1_000_000, 100_000)
     result: dict[str, Any] = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}",
+        "date": utc_now(),
+        "machine": machine(),
         "quick": args.quick,
-        "load_start": [round(x, 2) for x in os.getloadavg()],
     }
     with tempfile.TemporaryDirectory() as tmp:
         graph_file = Path(tmp) / "graph.json"
         result["build"] = bench_build(sizes, graph_file)
         result["paths"] = bench_paths(graph_file, total, every)
-    result["load_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["loadavg_end"] = loadavg()
     print(f"paths: {result['paths']['paths_per_s']} paths/s wall, {result['paths']['paths_per_cpu_s']} per CPU-s, RSS growth {result['paths']['rss_growth_mb_first_to_last']} MiB", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "graph_bench.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    (args.out / "graph_bench.md").write_text(_markdown(result))
+    write_results("graph_bench", result, _markdown(result), args.out)
     print(json.dumps({k: result[k] for k in ("date", "machine")}))
     return 0
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import os
 import shutil
 import tempfile
@@ -33,7 +32,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench.engine_rss import machine
+from bench.results_io import RESULTS, describe, loadavg, machine, utc_now, write_results
 from engine import metrics, wire
 from engine.records import Message, Trajectory
 from engine.scheduler import run, run_jobs
@@ -41,7 +40,6 @@ from engine.store import RunStore
 from engine.teachers.openai_http import OpenAIHTTPTeacher
 from engine.teachers.vllm_server import managed_vllm_server
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SUBJECTS = ["France", "Italy", "Spain", "Germany", "Japan", "Egypt", "Brazil", "Canada", "Kenya", "Peru", "India", "Norway",
             "Chile", "Greece", "Mexico", "Poland", "Turkey", "Vietnam", "Sweden", "Ghana", "Austria", "Cuba", "Nepal", "Iran"]
 FORMS = ["What is the capital of {}? Answer in one short sentence.", "Name the capital city of {} in a few words.",
@@ -149,11 +147,10 @@ def summarise(phases: list[dict[str, Any]]) -> dict[str, Any]:
             "ratio": round(engine / plain, 4), "tokens_equal": total("plain", "completion_tokens") == total("engine", "completion_tokens")}
 
 
-def write_markdown(result: dict[str, Any], path: Path) -> None:
+def markdown(result: dict[str, Any]) -> str:
     m, s = result["machine"], result["summary"]
     lines = [f"# Engine vs a saturating client on vLLM ({result['date']})", "",
-             f"Machine: {m['cpu']}, {m['nproc']} CPUs, Python {m['python']}; load average at start {m['loadavg_start']}, "
-             f"end {result['loadavg_end']}. Model `{result['model']}` on vLLM ({result.get('device', 'external server')}); "
+             f"Machine: {describe(m)}, end {result['loadavg_end']}. Model `{result['model']}` on vLLM ({result.get('device', 'external server')}); "
              f"{result['requests']} requests per phase at concurrency {result['concurrency']}, max_tokens {result['max_tokens']}, "
              f"temperature 0. vLLM environment: {result.get('vllm_env') or 'defaults'}.", "",
              "| phase | client | completion tokens | wall s | completion tok/s | requests/s | stop | length | failed |",
@@ -168,7 +165,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         lines += ["The machine was shared with other jobs (load average above its core count): absolute rates are far "
                   "below an idle machine's and phases differ by the load of the moment; the plain/engine/engine/plain "
                   "order spreads that drift over both clients, but only a run on an idle machine makes the ratio precise.", ""]
-    path.write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,13 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     data = run(serve_and_measure(args))
     summary = summarise(data["phases"])
-    result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": info, "model": args.model,
+    result = {"date": utc_now(), "machine": info, "model": args.model,
               "vllm_env": {k: v for k, v in os.environ.items() if k.startswith("VLLM_")},
               "concurrency": args.concurrency, "requests": args.requests, "max_tokens": args.max_tokens, **data,
-              "summary": summary, "loadavg_end": [round(x, 2) for x in os.getloadavg()], "met": summary["ratio"] >= 0.95}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "vllm_saturation.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    write_markdown(result, args.out / "vllm_saturation.md")
+              "summary": summary, "loadavg_end": loadavg(), "met": summary["ratio"] >= 0.95}
+    write_results("vllm_saturation", result, markdown(result), args.out)
     print(orjson.dumps(summary).decode())
     return 0
 

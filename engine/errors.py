@@ -9,6 +9,11 @@ bounded number of times, or give up at once.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.teacher import Usage
+
 
 class UserInputError(Exception):
     """Bad input; message is one line naming the input and how to fix it."""
@@ -33,11 +38,13 @@ class RateLimited(RetryableError):
 
 class BadAnswer(TeacherError):
     """The reply arrived but is unusable (unparsable, truncated, filtered). Retried up to a limit,
-    then dead-lettered. ``text`` quotes what the model wrote."""
+    then dead-lettered. ``text`` quotes what the model wrote; ``usage`` is what the reply
+    consumed when the server reported it (a truncated answer still costs its tokens), else None."""
 
-    def __init__(self, message: str, *, text: str = ""):
+    def __init__(self, message: str, *, text: str = "", usage: Usage | None = None):
         super().__init__(message)
         self.text = text
+        self.usage = usage
 
 
 class FatalTeacherError(TeacherError):

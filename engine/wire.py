@@ -152,7 +152,25 @@ def completion_from_wire(body: Any, raw: bytes = b"") -> Completion:
 
     Finish reasons the engine cannot use are errors here, so every backend reports them alike:
     ``length`` -> BadAnswer("truncated ..."), ``content_filter`` -> BadAnswer("filtered ...").
+    Such a BadAnswer carries the body's ``usage``: the tokens were spent even if the answer is lost.
     """
+    usage = usage_from_wire(body)
+    try:
+        return _completion(body, raw, usage)
+    except BadAnswer as err:
+        err.usage = err.usage or usage
+        raise
+
+
+def usage_from_wire(body: Any) -> Usage | None:
+    """The body's ``usage`` block, or None when it has none (or is not an object)."""
+    usage_raw = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage_raw, dict):
+        return None
+    return Usage(prompt_tokens=int(usage_raw.get("prompt_tokens") or 0), completion_tokens=int(usage_raw.get("completion_tokens") or 0))
+
+
+def _completion(body: Any, raw: bytes, usage: Usage | None) -> Completion:
     try:
         choice = body["choices"][0]
         msg_raw = choice["message"]
@@ -166,6 +184,4 @@ def completion_from_wire(body: Any, raw: bytes = b"") -> Completion:
         raise BadAnswer("filtered: the provider's content filter stopped the answer (finish_reason=content_filter)", text=message.content or "")
     if message.content is None and not message.tool_calls:
         raise BadAnswer(f"reply message has neither content nor tool_calls: {quote(raw or orjson.dumps(body))}")
-    usage_raw = body.get("usage") or {}
-    usage = Usage(prompt_tokens=int(usage_raw.get("prompt_tokens") or 0), completion_tokens=int(usage_raw.get("completion_tokens") or 0))
-    return Completion(message=message, finish_reason=finish, usage=usage, model=str(body.get("model") or ""))
+    return Completion(message=message, finish_reason=finish, usage=usage or Usage(), model=str(body.get("model") or ""))

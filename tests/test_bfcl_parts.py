@@ -109,3 +109,25 @@ def test_cli_resumes_and_refuses_a_different_run_in_the_same_folder(tmp_path: Pa
     assert again["categories"] == first["categories"] and again["run"]["done"] == 2 and again["run"]["skipped"] == 6
     with pytest.raises(UserInputError, match="different mode"):
         main([*argv, "--mode", "fc"])
+
+
+async def test_a_truncated_answer_reports_the_tokens_it_really_used() -> None:
+    """A reply cut at max_tokens is still the model's answer; its token counts come from the reply's usage."""
+    from bench.bfcl.runner import EntryRunner
+    from engine import metrics
+    from engine.sim_server import serve_sim
+    from engine.teachers import make_teacher
+
+    entry = load_dataset("v3", ["simple"], limit=1).entries[0]
+    async with serve_sim(script=["length"]) as url:
+        teacher = make_teacher(f"openai:sim@{url}", max_retries=0, max_bad_answer_retries=0)
+        runner = EntryRunner(teacher, "prompt", max_tokens=1024)
+        metrics.reset_metrics()
+        try:
+            row = await runner.single_turn(entry)
+        finally:
+            runner.close()
+            await teacher.aclose()
+    m = metrics.METRICS
+    assert m.requests == 1 and m.prompt_tokens > 0 and 0 < m.completion_tokens < 1024
+    assert (row["input_token_count"], row["output_token_count"]) == (m.prompt_tokens, m.completion_tokens)

@@ -308,3 +308,30 @@ async def test_wrong_base_url_is_fatal_with_a_hint():
         finally:
             await teacher.aclose()
     assert info.value.attempts == 1 and metrics.METRICS.retries == 0
+
+
+@pytest.mark.parametrize("fault", ["length", "filter", "badargs"])
+async def test_bad_answer_still_counts_its_tokens_and_cost(fault):
+    """A lost answer was still generated and billed: its usage reaches METRICS and the error."""
+    async with serve_sim(seed=3) as url:  # the same request answered normally: the usage to expect
+        teacher = _teacher(url)
+        try:
+            expected = (await teacher.chat([user("hello there")])).usage
+        finally:
+            await teacher.aclose()
+    assert expected.prompt_tokens > 0 and expected.completion_tokens > 0
+    metrics.reset_metrics()
+    async with serve_sim(seed=3, script=[fault]) as url:
+        teacher = _teacher(url, max_retries=0, max_bad_answer_retries=0, price_in=2.0, price_out=10.0)
+        try:
+            with pytest.raises(BadAnswer) as info:
+                await teacher.chat([user("hello there")])
+        finally:
+            await teacher.aclose()
+    spent = info.value.usage
+    if fault != "badargs":  # badargs swaps the message for a broken call but keeps the reply's usage block
+        assert spent == expected
+    assert spent is not None and spent.completion_tokens > 0
+    m = metrics.METRICS
+    assert (m.requests, m.prompt_tokens, m.completion_tokens) == (1, spent.prompt_tokens, spent.completion_tokens)
+    assert m.cost_usd == pytest.approx((spent.prompt_tokens * 2.0 + spent.completion_tokens * 10.0) / 1e6)

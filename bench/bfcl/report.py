@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bfcl.data import EXEC_CATEGORIES, Dataset, category_of
+from bench.results_io import write_results
 
 # v4 renamed the non-live simple categories; the paper's columns use the v3 names.
 _V3_NAME = {"simple_python": "simple", "simple_java": "java", "simple_javascript": "javascript"}
@@ -143,8 +144,4 @@ def _cell(text: str, limit: int = 160) -> str:
 
 
 def write_report(report: dict[str, Any], folder: Path, stem: str = "report") -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = folder / f"{stem}.json", folder / f"{stem}.md"
-    json_path.write_text(json.dumps(report, indent=1, default=str))
-    md_path.write_text(to_markdown(report))
-    return json_path, md_path
+    return write_results(stem, report, to_markdown(report), folder)

@@ -34,7 +34,7 @@ from bench.bfcl.data import Dataset, category_of, is_multi_turn
 from bench.bfcl.scoring import api_classes, checked_call, handler_class, register_model, forget_model
 from engine.errors import BadAnswer, TeacherError, UserInputError
 from engine.records import FunctionSpec, Message
-from engine.teacher import Completion, Teacher
+from engine.teacher import Completion, Teacher, Usage
 
 BLOCKED_NAMES = ("kill", "exit", "quit", "remove", "unlink", "popen", "Popen", "run")  # BFCL's executor refuses these
 
@@ -194,10 +194,9 @@ class EntryRunner:
             message, prompt_tokens, completion_tokens = completion.message, completion.usage.prompt_tokens, completion.usage.completion_tokens
         except BadAnswer as err:
             # A truncated or unparsable reply is still the model's answer to BFCL (its decoder
-            # then fails and the turn ends), not an inference error. The client raises before it
-            # reads the usage: a truncated answer used exactly max_tokens; its prompt is uncounted.
-            truncated = str(err).startswith("truncated")
-            message, prompt_tokens, completion_tokens = Message(role="assistant", content=err.text), 0, self.max_tokens if truncated else 0
+            # then fails and the turn ends), not an inference error; its tokens were still spent.
+            spent = err.usage or Usage()
+            message, prompt_tokens, completion_tokens = Message(role="assistant", content=err.text), spent.prompt_tokens, spent.completion_tokens
         usage["input"].append(prompt_tokens)
         usage["output"].append(completion_tokens)
         usage["latency"].append(round(time.monotonic() - started, 4))

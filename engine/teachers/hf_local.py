@@ -265,12 +265,16 @@ def forced_function(tools: list[FunctionSpec] | None, tool_choice: str | dict[st
 
 def completion(text: str, *, stopped: bool, prompt_tokens: int, completion_tokens: int, max_tokens: int, model: str) -> Completion:
     """The answer ``text`` (forced start included) as a Completion; a truncated one is a BadAnswer."""
+    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
     if not stopped:
-        raise BadAnswer(f"truncated: the answer hit max_tokens={max_tokens}: {wire.quote(text)}", text=text)
-    content, calls = parse_hermes(text)
+        raise BadAnswer(f"truncated: the answer hit max_tokens={max_tokens}: {wire.quote(text)}", text=text, usage=usage)
+    try:
+        content, calls = parse_hermes(text)
+    except BadAnswer as err:
+        err.usage = usage
+        raise
     return Completion(message=Message(role="assistant", content=content, tool_calls=calls),
-                      finish_reason="tool_calls" if calls else "stop",
-                      usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens), model=model)
+                      finish_reason="tool_calls" if calls else "stop", usage=usage, model=model)
 
 
 def _prefill(tool_choice: str | dict[str, Any] | None, response_format: dict[str, Any] | None) -> str:

@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 
 from engine import metrics, wire
-from engine.errors import FatalTeacherError, RateLimited, RetryableError, UserInputError
+from engine.errors import BadAnswer, FatalTeacherError, RateLimited, RetryableError, UserInputError
 from engine.ratelimit import Limiter, retry_after_seconds
 from engine.records import FunctionSpec, Message
 from engine.retry import with_retries
@@ -126,7 +126,12 @@ class OpenAIHTTPTeacher:
             except orjson.JSONDecodeError:
                 kind = headers.get("Content-Type", "?")
                 raise RetryableError(f"{self.url} answered 200 with a body that is not JSON ({kind}): {wire.quote(raw)}", status=status) from None
-            completion = wire.completion_from_wire(data, raw)
+            try:
+                completion = wire.completion_from_wire(data, raw)
+            except BadAnswer as err:  # a lost answer still spent tokens: count them (below) and keep them on err
+                if err.usage is not None:
+                    used_in, used_out = err.usage.prompt_tokens, err.usage.completion_tokens
+                raise
             used_in, used_out = completion.usage.prompt_tokens, completion.usage.completion_tokens
             limiter.on_success()
             return completion

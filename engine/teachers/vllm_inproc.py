@@ -11,6 +11,7 @@ with vLLM structured outputs (``StructuredOutputsParams``). The managed server
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from pathlib import Path
@@ -36,6 +37,13 @@ class VLLMInprocTeacher:
         self.price_in, self.price_out = price_in, price_out
         self.engine: Any = None
         self.tokenizer: Any = None
+        self._start_lock = asyncio.Lock()  # concurrent first calls must not start two engines
+
+    async def start(self) -> None:
+        """Load the tokenizer and start the engine (else done by the first ``chat``)."""
+        async with self._start_lock:
+            if self.engine is None:
+                self._start()
 
     def _start(self) -> None:
         from transformers import AutoTokenizer
@@ -59,7 +67,7 @@ class VLLMInprocTeacher:
         from vllm.sampling_params import StructuredOutputsParams
 
         if self.engine is None:
-            self._start()
+            await self.start()
         name = forced_function(tools if tool_choice != "none" else None, tool_choice)
         schema = _json_schema(response_format)
         structured = None
