@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import multiprocessing
 import os
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ class VLLMInprocTeacher:
         self.engine: Any = None
         self.tokenizer: Any = None
         self._start_lock = asyncio.Lock()  # concurrent first calls must not start two engines
+        self._procs: list[multiprocessing.process.BaseProcess] = []  # the engine-core processes vLLM spawned for us
 
     async def start(self) -> None:
         """Load the tokenizer and start the engine (else done by the first ``chat``)."""
@@ -58,7 +60,9 @@ class VLLMInprocTeacher:
             self.tokenizer.chat_template = Path(template).read_text(encoding="utf-8")
         args = AsyncEngineArgs(model=model, dtype=self.dtype, max_model_len=self.max_model_len,
                                enforce_eager=self.device == "cpu", disable_log_stats=True)
+        before = set(multiprocessing.active_children())
         self.engine = AsyncLLM.from_engine_args(args)
+        self._procs = [p for p in multiprocessing.active_children() if p not in before]
 
     async def chat(self, messages: list[Message], tools: list[FunctionSpec] | None = None, *,
                    tool_choice: str | dict[str, Any] | None = None, response_format: dict[str, Any] | None = None,
@@ -93,10 +97,16 @@ class VLLMInprocTeacher:
         return completion(prefix + out.text + suffix, stopped=out.finish_reason == "stop", prompt_tokens=n_in,
                           completion_tokens=n_out, max_tokens=max_tokens, model=Path(self._model or "smollm2").name)
 
-    async def aclose(self) -> None:
-        if self.engine is not None:
-            self.engine.shutdown()
-            self.engine = None
+    async def aclose(self, timeout_s: float = 30.0) -> None:
+        """Stop the engine and wait until its processes are gone (vLLM's shutdown only signals a
+        slow one and returns), so a caller that closed the teacher has nothing left running."""
+        if self.engine is None:
+            return
+        engine, self.engine = self.engine, None
+        await asyncio.to_thread(engine.shutdown)
+        for proc in self._procs:
+            await asyncio.to_thread(proc.join, timeout_s)
+        self._procs = []
 
 
 def _json_schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
