@@ -130,11 +130,13 @@ async def roll_out(
                         max_tokens=max_tokens,
                         seed=seed * 1000 + h * 50 + step * 5 + attempt,
                     )
-                    spend.add(completion)
+                    spend.add(completion.usage)
                     calls = parse(completion.message, specs)
                     message = completion.message
                     break
                 except BadAnswer as err:
+                    if err.usage is not None:  # the backend rejected the answer: its tokens were spent all the same
+                        spend.add(err.usage)
                     last_error = err
                     metrics.METRICS.retries += 1
             if message is None:

@@ -15,7 +15,7 @@ import msgspec
 from distill.parsers import quote
 from engine.errors import BadAnswer
 from engine.records import Message
-from engine.teacher import Completion, Teacher
+from engine.teacher import Teacher, Usage
 
 
 class Spend(msgspec.Struct, kw_only=True):
@@ -25,10 +25,12 @@ class Spend(msgspec.Struct, kw_only=True):
     completion_tokens: int = 0
     calls: int = 0
 
-    def add(self, completion: Completion) -> None:
+    def add(self, usage: Usage | None) -> None:
+        """One teacher call; ``usage`` is None when a backend could not report it."""
         self.calls += 1
-        self.prompt_tokens += completion.usage.prompt_tokens
-        self.completion_tokens += completion.usage.completion_tokens
+        if usage is not None:
+            self.prompt_tokens += usage.prompt_tokens
+            self.completion_tokens += usage.completion_tokens
 
     def as_dict(self) -> dict[str, int]:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
@@ -69,14 +71,18 @@ async def ask_json(
 ) -> tuple[dict[str, Any], str]:
     """(object, raw text). ``history`` lets a retry show the model its previous answer and the problem."""
     messages = [Message(role="user", content=prompt), *(history or [])]
-    completion = await teacher.chat(
-        messages,
-        response_format=response_format(name, schema) if structured else None,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        seed=seed,
-    )
-    spend.add(completion)
+    try:
+        completion = await teacher.chat(
+            messages,
+            response_format=response_format(name, schema) if structured else None,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+        )
+    except BadAnswer as err:  # a rejected answer still cost tokens
+        spend.add(err.usage)
+        raise
+    spend.add(completion.usage)
     text = completion.message.content or ""
     obj = first_object(text, list(schema.get("required", [])))
     if obj is None:
