@@ -131,7 +131,7 @@ class Limiter:
     """Admission for one teacher endpoint. ``acquire`` before sending, ``release`` after."""
 
     def __init__(self, *, rpm: float | None = None, tpm: float | None = None, tpm_in: float | None = None,
-                 tpm_out: float | None = None, max_concurrency: int = 64,
+                 tpm_out: float | None = None, max_concurrency: int = 64, probe_first: bool = True,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
         self.clock, self.sleep = clock, sleep
         now = clock()
@@ -146,7 +146,7 @@ class Limiter:
         self.concurrency = float(self.max_concurrency)  # AIMD state; `slots` is its integer part
         # One request goes first and alone: its reply may carry the limits, which a blind burst
         # of max_concurrency requests would overrun before learning them.
-        self.slots = 1
+        self.slots = 1 if probe_first else self.max_concurrency
         self.in_flight = 0
         self.paused_until = 0.0
         self._next_decrease = 0.0

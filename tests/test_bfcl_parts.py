@@ -107,6 +107,10 @@ def test_cli_resumes_and_refuses_a_different_run_in_the_same_folder(tmp_path: Pa
     assert len(result.read_text().splitlines()) == 4
     again = json.loads((tmp_path / "report.json").read_text())
     assert again["categories"] == first["categories"] and again["run"]["done"] == 2 and again["run"]["skipped"] == 6
+    # The resumed run's wall time is both invocations' time, each recorded with its host.
+    segments = again["run"]["segments"]
+    assert [s["entries_done"] for s in segments] == [8, 2] and again["run"]["invocations"] == 2
+    assert again["wall_s"] == pytest.approx(sum(s["wall_s"] for s in segments), abs=0.01) and segments[0]["machine"]["nproc"]
     with pytest.raises(UserInputError, match="different mode"):
         main([*argv, "--mode", "fc"])
 

@@ -174,6 +174,27 @@ async def test_first_request_probes_alone_then_full_concurrency():
     await asyncio.wait_for(fifth, 1)
 
 
+async def test_without_the_probe_the_first_burst_fills_every_slot():
+    """Our own servers (vllm:) have no limits to learn: max_concurrency requests start at once."""
+    limiter = Limiter(max_concurrency=4, probe_first=False)
+    for _ in range(4):
+        await asyncio.wait_for(limiter.acquire(), 1)
+    fifth = asyncio.ensure_future(limiter.acquire())
+    await asyncio.sleep(0.01)
+    assert limiter.in_flight == 4 and not fifth.done()
+    limiter.release()
+    await asyncio.wait_for(fifth, 1)
+
+
+def test_the_vllm_teacher_skips_the_probe_and_openai_keeps_it():
+    from engine.teachers import make_teacher
+    from engine.teachers.openai_http import OpenAIHTTPTeacher
+
+    assert make_teacher("openai:m@http://127.0.0.1:9/v1").limiter.slots == 1
+    assert make_teacher("openai:m@http://127.0.0.1:9/v1", probe_limits=False).limiter.slots == 64
+    assert OpenAIHTTPTeacher("m", "http://127.0.0.1:9/v1", max_concurrency=8, probe_limits=False).limiter.slots == 8
+
+
 async def test_429_pauses_every_sender_and_halves_concurrency_once_per_episode():
     clock = VirtualClock()
     limiter = Limiter(max_concurrency=64, clock=clock, sleep=clock.sleep)

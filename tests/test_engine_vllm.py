@@ -5,6 +5,7 @@ One server start for the module; start-up takes 20-35 s on an idle 2-core machin
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -15,6 +16,7 @@ from engine.errors import FatalTeacherError, UserInputError
 from engine.records import FunctionSpec, Message
 from engine.teacher import Completion
 from engine.teachers import make_teacher
+from engine.teachers.vllm_cpu import SMALL_MACHINE_CPUS, vllm_dtype
 from engine.teachers.vllm_server import VLLMServer, VLLMServerTeacher, _group_alive, resolve_model
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -57,7 +59,12 @@ async def test_chat_through_the_managed_server(served):
     assert "Paris" in completion.message.content and not completion.message.tool_calls
     assert completion.usage.prompt_tokens > 10 and completion.usage.completion_tokens > 0
     assert metrics.METRICS.requests == 1 and metrics.METRICS.completion_tokens == completion.usage.completion_tokens
-    assert served.log_path.is_file() and "Application startup complete" in served.log_path.read_text()
+    log = served.log_path.read_text()
+    assert "Application startup complete" in log
+    # dtype auto and the OpenMP binding followed this machine's CPU (engine/teachers/vllm_cpu.py).
+    assert f"dtype=torch.{vllm_dtype('auto', 'cpu')}" in log
+    if len(os.sched_getaffinity(0)) <= SMALL_MACHINE_CPUS and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+        assert f"core ids={sorted(os.sched_getaffinity(0))}" in log
 
 
 @pytest.mark.parametrize("tools, choice", [([TIME, WEATHER], {"type": "function", "function": {"name": "get_weather"}}),

@@ -104,24 +104,27 @@ def main(argv: list[str]) -> int:
     from bench.bfcl.report import build_report, to_markdown, write_report
     from bench.bfcl.runner import ResultFiles
     from bench.bfcl.scoring import score_results
+    from bench.results_io import machine
     from engine.scheduler import run
 
     dataset = load_dataset(args.bfcl_version, args.categories, data_dir=args.bfcl_data, limit=args.limit)
     out = Path(args.out).expanduser()
     store = ResultFiles(out, dataset, {"model": args.model, "mode": args.mode, "bfcl_version": args.bfcl_version,
                                        "data": str(dataset.data_dir), "max_tokens": args.max_tokens, "temperature": args.temperature})
-    started = time.monotonic()
+    host, started, before, summary = machine(), time.monotonic(), len(store.rows), {"interrupted": True}
     try:
         summary = run(_generate(args, dataset, store))
     finally:
         store.close()
-    wall = time.monotonic() - started
+        store.add_segment(time.monotonic() - started, len(store.rows) - before, bool(summary.get("interrupted")), host)
+    segments = store.segments()
     if summary.get("interrupted"):
         print(f"interrupted; rerun the same command to resume ({len(store.rows)} entries stored in {out / 'result'})")
         return 130
     rows = [store.rows[e["id"]] for e in dataset.entries if e["id"] in store.rows]
     scores = score_results(rows, dataset, args.mode, out / "score")
-    report = build_report(dataset, model=args.model, mode=args.mode, rows=rows, scores=scores, wall_s=wall, run_summary=summary)
+    report = build_report(dataset, model=args.model, mode=args.mode, rows=rows, scores=scores, wall_s=sum(s["wall_s"] for s in segments),
+                          run_summary={**summary, "invocations": len(segments), "segments": segments})
     json_path, md_path = write_report(report, out)
     print(to_markdown({**report, "entries": []}))
     print(f"report: {md_path} and {json_path}")

