@@ -13,10 +13,12 @@ BENCHMARKS: dict[str, str] = {
     "engine_throughput": "client CPU/request, latency-bound wall, rate-limit accuracy vs aiohttp floor and openai SDK",
     "engine_rss": "RSS while streaming 1,000,000 small jobs through the scheduler and store",
     "vllm_saturation": "engine tokens/s as a fraction of a saturating plain client against vLLM",
+    "vllm_cpu_settings": "vLLM-CPU tokens/s under vLLM's defaults vs the dtype and thread binding magnet picks",
     "graph_bench": "graph construction time/memory vs pool size; path sampling rate and memory",
     "distill_bench": "end-to-end paths/s, tokens/path and yields on the simulator (or vLLM)",
     "train_bench": "mDPO/SFT tokens/s and peak memory vs TRL's DPOTrainer",
     "bfcl.throughput": "BFCL harness wall time: our engine vs BFCL's own generator on the same server",
+    "bfcl.volume": "prompt tokens of every BFCL entry's first request, per category: what a full run costs",
 }
 
 

@@ -113,6 +113,12 @@ def test_cli_resumes_and_refuses_a_different_run_in_the_same_folder(tmp_path: Pa
     assert again["wall_s"] == pytest.approx(sum(s["wall_s"] for s in segments), abs=0.01) and segments[0]["machine"]["nproc"]
     with pytest.raises(UserInputError, match="different mode"):
         main([*argv, "--mode", "fc"])
+    # --report-only scores what is stored (a partial run) without asking the model or adding a segment
+    result.write_text("\n".join(lines[:3]) + "\n")
+    assert main([*argv, "--report-only"]) == 0
+    partial = json.loads((tmp_path / "report.json").read_text())
+    assert partial["entries_scored"] == 7 and partial["entries_in_dataset"] == 8 and partial["run"]["report_only"]
+    assert partial["categories"]["simple"]["total_count"] == 3 and partial["run"]["invocations"] == 2
 
 
 async def test_a_truncated_answer_reports_the_tokens_it_really_used() -> None:
@@ -135,3 +141,15 @@ async def test_a_truncated_answer_reports_the_tokens_it_really_used() -> None:
     m = metrics.METRICS
     assert m.requests == 1 and m.prompt_tokens > 0 and 0 < m.completion_tokens < 1024
     assert (row["input_token_count"], row["output_token_count"]) == (m.prompt_tokens, m.completion_tokens)
+
+
+def test_volume_counts_every_entry_of_a_category_with_the_models_template() -> None:
+    from bench.bfcl.volume import volume
+
+    result = volume("v3", ["javascript", "multi_turn_base"], "prompt", "smollm2", max_model_len=8192, answer_tokens=256)
+    js, mt = result["categories"]["javascript"], result["categories"]["multi_turn_base"]
+    assert js["entries"] == 50 and js["user_turns"] == 50 and not js["multi_turn"]
+    # BFCL's prompt-mode system prompt with one JavaScript function doc: hundreds of tokens
+    assert 200 < js["mean_prompt_tokens"] < 2000 and js["too_long"] == 0
+    # multi-turn entries carry the docs of their API classes: thousands of tokens, one past the context
+    assert mt["multi_turn"] and mt["user_turns"] > mt["entries"] and mt["mean_prompt_tokens"] > 4000 and mt["too_long"] >= 1

@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-option", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option passed to the teacher (vllm/hf), e.g. max_model_len=8192; repeatable")
     p.add_argument("--no-progress", action="store_true", help="no live progress display")
+    p.add_argument("--report-only", action="store_true",
+                   help="ask nothing: score the entries already in --out (e.g. of an interrupted run) and write the report")
     return p
 
 
@@ -112,11 +114,15 @@ def main(argv: list[str]) -> int:
     store = ResultFiles(out, dataset, {"model": args.model, "mode": args.mode, "bfcl_version": args.bfcl_version,
                                        "data": str(dataset.data_dir), "max_tokens": args.max_tokens, "temperature": args.temperature})
     host, started, before, summary = machine(), time.monotonic(), len(store.rows), {"interrupted": True}
-    try:
-        summary = run(_generate(args, dataset, store))
-    finally:
+    if args.report_only:
+        summary = {"report_only": True}
         store.close()
-        store.add_segment(time.monotonic() - started, len(store.rows) - before, bool(summary.get("interrupted")), host)
+    else:
+        try:
+            summary = run(_generate(args, dataset, store))
+        finally:
+            store.close()
+            store.add_segment(time.monotonic() - started, len(store.rows) - before, bool(summary.get("interrupted")), host)
     segments = store.segments()
     if summary.get("interrupted"):
         print(f"interrupted; rerun the same command to resume ({len(store.rows)} entries stored in {out / 'result'})")
