@@ -108,7 +108,9 @@ def to_markdown(report: dict[str, Any], *, failures: int = 25) -> str:
     lines = [
         f"# BFCL evaluation: {report['model']} ({report['mode']} mode)",
         "",
-        f"Benchmark: {report['benchmark']}. Entries scored: {report['entries_scored']} of {report['entries_in_dataset']} loaded.",
+        f"Benchmark: {report['benchmark']}. Entries scored: {report['entries_scored']} of {report['entries_in_dataset']} loaded"
+        + (" -- a partial run: every number below covers the scored entries only, and a column whose categories are"
+           " not all scored yet reads N/A." if report["entries_scored"] < report["entries_in_dataset"] else "."),
         f"Wall time {report['wall_s']} s (summed over {report['run'].get('invocations', 1)} invocation(s) of the command); tokens prompt {report['tokens']['prompt']}, completion {report['tokens']['completion']} "
         f"({report['tokens']['total_per_s']} tokens/s overall).",
         "",
