@@ -171,7 +171,8 @@ def worker_sft(spec: dict) -> dict:
     for i, t in enumerate(records):  # varied lengths: what packing is for
         t.messages = t.messages[:1 + 4 * (1 + i % 3)]
     cfg = SFTConfig(learning_rate=spec["lr"], batch_size=spec["sft_batch"], micro_batch_size=spec["sft_batch"],
-                    max_steps=spec["steps"], packing=spec["packing"], device=spec["device"], max_length=4096)
+                    max_steps=spec["steps"], packing=spec["packing"], device=spec["device"], max_length=4096,
+                    attn_implementation=spec.get("attn", "sdpa"))
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_sft(cfg, data=tmp, model=spec["model"], out=Path(tmp) / "out", records=records)
         rows = [json.loads(ln) for ln in (Path(tmp) / "out" / "metrics.jsonl").read_text().splitlines()]

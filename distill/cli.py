@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from distill.data_card import card_rows
 from distill.generate_config import GenerateConfig, field_help
 from engine.errors import UserInputError
 
@@ -41,13 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML file of these options (flags given here override it)")
     p.add_argument("--out", help=helps["out"])
     p.add_argument("--toolkits", type=lambda s: [t for t in s.split(",") if t], help=helps["toolkits"] + " (comma-separated)")
-    for name in ("teacher", "student", "judge", "prompts_dir"):
+    for name in ("teacher", "student", "judge", "prompts_dir", "card_tokenizer"):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, help=helps[name])
     p.add_argument("--negatives", choices=["auto", "mined", "perturb", "none"], help=helps["negatives"])
     for name in ("paths", "single", "multi", "irrelevance", "seed", "concurrency", "max_tokens", "query_max_tokens", "translate_attempts",
                  "rollout_attempts", "answer_retries", "max_steps_per_turn", "student_rollouts", "negatives_per_episode"):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help=helps[name])
-    for name in ("temperature", "retry_temperature", "price_in", "price_out"):
+    for name in ("temperature", "retry_temperature", "price_in", "price_out", "draw_factor"):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, help=helps[name])
     p.add_argument("--no-structured-outputs", dest="structured_outputs", action="store_false", help=helps["structured_outputs"])
     for name in ("rpm", "tpm", "max_concurrency", "timeout_s"):
@@ -88,22 +89,20 @@ def load_config(argv: list[str]) -> tuple[GenerateConfig, argparse.Namespace]:
     return config, args
 
 
-def mixture(config: GenerateConfig) -> dict[str, int]:
-    """Whole path counts per kind: --paths N spread over the sampler's default mixture, else the per-kind counts."""
-    if config.paths:
-        from graph.paths_config import PathConfig
+def strata_targets(config: GenerateConfig) -> dict[str, int]:
+    """Stored positives wanted per stratum: --paths N spread over the path mixture (multi_turn over
+    its variants), else the per-kind counts (--single over the four single-turn kinds)."""
+    from distill.strata import strata_weights
+    from graph.paths import apportion
+    from graph.paths_config import path_config
 
-        weights = PathConfig().mixture
-        total = sum(weights.values())
-        raw = {k: config.paths * w / total for k, w in weights.items()}
-        counts = {k: int(v) for k, v in raw.items()}
-        for k in sorted(raw, key=lambda k: raw[k] - counts[k], reverse=True)[: config.paths - sum(counts.values())]:
-            counts[k] += 1
-        return counts
-    counts = {k: config.single // len(SINGLE_KINDS) for k in SINGLE_KINDS}
-    for k in SINGLE_KINDS[: config.single % len(SINGLE_KINDS)]:
-        counts[k] += 1
-    return counts | {"multi_turn": config.multi, "irrelevance": config.irrelevance}
+    path_cfg = path_config(config.path_options, where="path_options")
+    if config.paths:
+        return apportion(strata_weights(path_cfg, path_cfg.mixture), config.paths)
+    counts = apportion({k: 1.0 for k in SINGLE_KINDS}, config.single) if config.single else {}
+    if config.multi:
+        counts |= apportion(strata_weights(path_cfg, {"multi_turn": 1.0}), config.multi)
+    return counts | {"irrelevance": config.irrelevance}
 
 
 def build_pool(config: GenerateConfig):
@@ -147,16 +146,19 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace) -> dict[st
     from engine import metrics
     from engine.scheduler import run_jobs
     from engine.store import RunStore, config_fingerprint
+    from distill.data_card import data_card, token_counter
+    from distill.strata import StratifiedSource
+    from engine.errors import JobFailed
     from engine.teachers import make_teacher
-    from graph.paths import sample_paths
+    from graph.paths import PathSampler
     from graph.paths_config import path_config
 
     started = time.monotonic()
     metrics.reset_metrics()
     run_dir = Path(config.out)
     pool = build_pool(config)
-    counts = mixture(config)
-    path_cfg = path_config({**config.path_options, "mixture": {k: v for k, v in counts.items()}}, where="path_options")
+    counts = strata_targets(config)
+    path_cfg = path_config(config.path_options, where="path_options")
     fingerprint = config_fingerprint(config.fingerprint_fields())
     store = RunStore.open(run_dir, config_fingerprint=fingerprint, config=msgspec.to_builtins(config),
                           force=getattr(args, "force", False))
@@ -173,11 +175,28 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace) -> dict[st
             judge = make_teacher(config.judge, **config.teacher_options)
             teachers.append(judge)
         distiller = Distiller(pool, teacher, config, student=student, judge=judge)
-        total = sum(counts.values())
-        run = await run_jobs(sample_paths(graph, pool.specs(), path_cfg, config.seed), distiller.run_path, store,
-                             item_id=lambda p: p.id, stage="generate", max_in_flight=config.concurrency, total=total,
+        source = StratifiedSource(PathSampler(graph, pool.specs(), path_cfg), config.seed, counts, config.draw_factor,
+                                  store.is_finished)
+        source.resume(*_stored_outcomes(run_dir))
+
+        async def job(path: Any) -> list[tuple[str, Any]]:
+            try:
+                records = await distiller.run_path(path)
+            except JobFailed as err:
+                source.settle(path, False, err.stage)
+                raise
+            except BaseException:
+                source.settle(path, False, None)
+                raise
+            source.settle(path, any(r.polarity == "positive" for k, r in records if k == "trajectories"), None)
+            return records
+
+        total = sum(s.max_draws for s in source.strata.values())
+        run = await run_jobs(source, job, store, item_id=lambda p: p.id, stage="generate",
+                             max_in_flight=config.concurrency, total=total,
                              progress=getattr(args, "progress", True), item_payload=msgspec.to_builtins)
         summary = summarize(store, run_dir, run, distiller, config, time.monotonic() - started)
+        summary["data_card"] = data_card(run_dir, counts, lengths=token_counter(config.card_tokenizer), strata=source.table())
         store.write_manifest({"generate": summary})
     finally:
         for t in teachers:
@@ -185,6 +204,17 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace) -> dict[st
         store.close()
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
     return summary
+
+
+def _stored_outcomes(run_dir: Path) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """What earlier runs of this folder finished: path ids, path ids with a stored positive, and
+    (path id, stage) of the paths that died."""
+    from engine.store import read_records
+
+    done = [m.id for m in read_records(run_dir, "done")]
+    dead = [(dl.item_id, dl.stage) for dl in read_records(run_dir, "dead_letters") if "#" not in dl.item_id]
+    positives = [t.episode_id.removeprefix("ep-") for t in read_records(run_dir, "trajectories") if t.polarity == "positive"]
+    return done + [pid for pid, _ in dead], positives, dead
 
 
 def summarize(store: Any, run_dir: Path, run: dict[str, Any], distiller: Any, config: GenerateConfig,
@@ -222,6 +252,7 @@ def print_table(summary: dict[str, Any]) -> None:
             ("positives", summary["positives"]), ("negatives / pairs", summary["pairs"]),
             ("yield (paths -> positive)", f"{summary['yield_positive']:.1%}"), ("dead letters", summary["dead_letters"])]
     rows += [(f"  {reason}", n) for reason, n in summary["dead_letters_by_reason"].items()]
+    rows += card_rows(summary["data_card"]) if "data_card" in summary else []
     rows += [("tokens in / out (this run)", f"{summary['prompt_tokens']:,} / {summary['completion_tokens']:,}"),
              ("teacher calls", summary["teacher_calls"]), ("estimated cost", f"${summary['cost_usd_estimate']:.4f}"),
              ("wall time", f"{summary['wall_s']:.1f} s")]

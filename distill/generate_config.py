@@ -22,10 +22,15 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     judge: Annotated[str, Doc(description="judge spec for mined negatives; empty = the teacher")] = ""
     teacher_options: Annotated[dict[str, Any], Doc(description="passed to every make_teacher call (rpm, tpm, concurrency, api_key_env, ...)")] = {}
     negatives: Annotated[Literal["auto", "mined", "perturb", "none"], Doc(description="negatives: mined from the student's mistakes, rule-based perturbations of the positive, or none; auto = mined with a student else perturb")] = "auto"
-    paths: Annotated[int, Doc(description="total paths to sample, split over kinds by the path sampler's defaults (0 = use the per-kind counts)")] = 8
-    single: Annotated[int, Doc(description="single-turn paths (single / parallel / multiple calls); used when paths = 0")] = 0
-    multi: Annotated[int, Doc(description="multi-turn paths; used when paths = 0")] = 0
-    irrelevance: Annotated[int, Doc(description="irrelevance paths (only unrelated functions offered); used when paths = 0")] = 0
+    paths: Annotated[int, Doc(description=(
+        "positives to store, split over strata by the path mixture (path_options.mixture, multi_turn over "
+        "multi_turn_mixture); more paths are drawn for strata that lose more (0 = use the per-kind counts)"))] = 8
+    single: Annotated[int, Doc(description="single-turn positives to store (single / parallel / multiple / parallel_multiple alike); used when paths = 0")] = 0
+    multi: Annotated[int, Doc(description="multi-turn positives to store, over the multi-turn variants; used when paths = 0")] = 0
+    irrelevance: Annotated[int, Doc(description="irrelevance positives to store (only unrelated functions offered); used when paths = 0")] = 0
+    draw_factor: Annotated[float, Doc(description=(
+        "at most this many paths drawn per positive wanted, per stratum; a stratum that still falls short is "
+        "reported as unfilled with where its paths died"))] = 4.0
     path_options: Annotated[dict[str, Any], Doc(description="extra fields of graph.paths_config.PathConfig (walk length, p_merge, ...)")] = {}
     seed: Annotated[int, Doc(description="seed of path sampling, toolkit state, tool-order shuffling and teacher sampling")] = 0
     concurrency: Annotated[int, Doc(description="paths worked on at once (each is a conversation of many dependent calls)")] = 16
@@ -42,6 +47,9 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     negatives_per_episode: Annotated[int, Doc(description="rejected trajectories (and pairs) wanted per episode: distinct rules (perturb) or distinct mined mistakes (mined)")] = 1
     failure_phrases: Annotated[list[str], Doc(description="a turn whose final text contains one of these (case-insensitive, whole words) is not a positive")] = msgspec.field(
         default_factory=lambda: list(DEFAULT_FAILURE_PHRASES))
+    card_tokenizer: Annotated[str, Doc(description=(
+        "tokenizer whose token counts the data card reports (prompt-mode rendering): smollm2 = the embedded "
+        "model, a local Hugging Face folder, or empty for none"))] = "smollm2"
     prompts_dir: Annotated[str, Doc(description="folder of .txt files overriding distill/prompts/ by file name")] = ""
     price_in: Annotated[float, Doc(description="USD per 1M prompt tokens, for the cost estimate when the teacher has no price")] = 0.0
     price_out: Annotated[float, Doc(description="USD per 1M completion tokens, for the cost estimate")] = 0.0
@@ -53,6 +61,8 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for name in ("concurrency", "translate_attempts", "rollout_attempts", "max_steps_per_turn", "max_tokens", "query_max_tokens"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.draw_factor < 1:
+            raise UserInputError(f"--draw-factor must be >= 1 (paths drawn per positive wanted), got {self.draw_factor}")
         if self.paths == 0 and self.single + self.multi + self.irrelevance == 0:
             raise UserInputError("nothing to generate: give --paths N or one of --single/--multi/--irrelevance")
         if self.negatives == "mined" and not self.student:
@@ -67,7 +77,7 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def fingerprint_fields(self) -> dict[str, Any]:
         """What decides the run's content: resuming with other values would mix two datasets."""
         data = msgspec.to_builtins(self)
-        for volatile in ("out", "concurrency", "teacher_options", "price_in", "price_out"):
+        for volatile in ("out", "concurrency", "teacher_options", "price_in", "price_out", "card_tokenizer"):
             data.pop(volatile, None)
         return data
 

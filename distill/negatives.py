@@ -4,10 +4,15 @@ Mined (the paper's way, MAGNET_METHOD §6.2): the student rolls out without hint
 times; the judge marks its wrong turns by the paper's five error types; the student rolls out
 again with those wrong calls as hints, which yields a realistic mistake -> rejected.
 
-Perturbed (cheap, before a student exists): a rule changes the positive's calls in one turn
-and the conversation is replayed for real on a fresh runtime, so the tool outputs are what
-the wrong calls really return. Rules: wrong_value, missing_nested, broken_dependency,
-call_on_miss. Each is labelled ``perturbed:<rule>`` with its error type.
+Perturbed (cheap, before a student exists): a rule picks other calls for one turn; the
+teacher continues the positive's conversation from that turn with those calls as its hint,
+so the wrong calls execute for real and everything after them (the turn's summary, later
+turns) is written by the model from the outputs the wrong calls really returned. Rules and
+the error type each makes: wrong_value (a stated value changed: wrong_value), missing_nested
+(the call that needs a same-turn output left out: nested), dropped_call (one of independent
+calls left out: missed_function_or_param), broken_dependency (a value from an output
+replaced: short_dependency or long_dependency by where it came from), call_on_miss (a call
+where the turn needs none: missed_function_or_param).
 """
 
 from __future__ import annotations
@@ -19,13 +24,22 @@ from typing import Any
 import msgspec
 
 from distill.parsers import format_bfcl
-from distill.rollout import Rollout, TurnLog, fresh_runtime, output_text, reference_hint
-from distill.structured import Spend, ask_json
+from distill.rollout import Rollout, reference_hint
+from distill.spend import Spend
+from distill.structured import ask_json
 from distill.translate import output_values
 from engine.errors import BadAnswer
-from engine.records import Episode, Message, ToolCall, Trajectory
+from engine.records import Episode, EpisodeTurn, ToolCall
 from engine.teacher import Teacher
 from graph.toolkit import ToolPool
+
+class Change(msgspec.Struct, kw_only=True):
+    """A perturbation: the calls one turn gets instead of its reference calls, and the error it makes."""
+
+    turn: int
+    calls: list[ToolCall]
+    error_type: str
+
 
 ERROR_TYPES = {1: "nested", 2: "short_dependency", 3: "long_dependency", 4: "summarization", 5: "missed_function_or_param"}
 
@@ -68,39 +82,37 @@ def _perturb_value(call: ToolCall, name: str, pool: ToolPool, rng: random.Random
     return ToolCall(name=call.name, arguments=args)
 
 
-def _change_one(episode: Episode, spots: list[tuple[int, int, str]], pool: ToolPool,
-                rng: random.Random) -> tuple[int, list[ToolCall]] | None:
-    """Turn and its calls with one (turn, call, argument) spot given another value."""
+def _same_turn_sources(turn: EpisodeTurn, i: int) -> set[str]:
+    """Scalar output values of the calls before call ``i`` in its own turn."""
+    out: set[str] = set()
+    for o in turn.outputs[:i]:
+        for values in output_values([o]).values():
+            out.update(str(v) for v in values)
+    return out
+
+
+def rule_missing_nested(episode: Episode, pool: ToolPool, rng: random.Random) -> Change | None:
+    """Leave out a call that needs an earlier call's output in the same turn (the implicit one)."""
+    spots = [(h, i) for h, t in enumerate(episode.turns) for i, c in enumerate(t.calls)
+             if i > 0 and any(str(v) in _same_turn_sources(t, i) for v in c.arguments.values())]
     if not spots:
         return None
-    h, i, k = rng.choice(spots)
+    h, i = rng.choice(spots)
     calls = list(episode.turns[h].calls)
-    calls[i] = _perturb_value(calls[i], k, pool, rng)
-    return h, calls
+    del calls[i]
+    return Change(turn=h, calls=calls, error_type="nested")
 
 
-def rule_wrong_value(episode: Episode, pool: ToolPool, rng: random.Random) -> tuple[int, list[ToolCall]] | None:
-    spots = [(h, i, k) for h, t in enumerate(episode.turns) for i, c in enumerate(t.calls) for k in c.arguments]
-    return _change_one(episode, spots, pool, rng)
-
-
-def rule_missing_nested(episode: Episode, pool: ToolPool, rng: random.Random) -> tuple[int, list[ToolCall]] | None:
-    spots = [h for h, t in enumerate(episode.turns) if len(t.calls) >= 2]
+def rule_dropped_call(episode: Episode, pool: ToolPool, rng: random.Random) -> Change | None:
+    """Leave out one of several independent calls of a turn (one of parallel calls, one intent of two)."""
+    spots = [(h, i) for h, t in enumerate(episode.turns) for i, c in enumerate(t.calls)
+             if len(t.calls) >= 2 and not any(str(v) in _same_turn_sources(t, i) for v in c.arguments.values())]
     if not spots:
         return None
-    h = rng.choice(spots)
-    return h, list(episode.turns[h].calls[:-1])
-
-
-def rule_broken_dependency(episode: Episode, pool: ToolPool, rng: random.Random) -> tuple[int, list[ToolCall]] | None:
-    """A value that came from an earlier output replaced by one that did not."""
-    spots, earlier = [], []
-    for h, turn in enumerate(episode.turns):
-        for i, call in enumerate(turn.calls):
-            values = output_values(earlier)
-            spots += [(h, i, k) for k, v in call.arguments.items() if v in values.get(k, ())]
-            earlier.append(turn.outputs[i] if i < len(turn.outputs) else None)
-    return _change_one(episode, spots, pool, rng)
+    h, i = rng.choice(spots)
+    calls = list(episode.turns[h].calls)
+    del calls[i]
+    return Change(turn=h, calls=calls, error_type="missed_function_or_param")
 
 
 def _guess(schema: dict[str, Any], name: str) -> Any:
@@ -112,7 +124,7 @@ def _guess(schema: dict[str, Any], name: str) -> Any:
     return {"integer": 1, "number": 1.0, "boolean": True, "array": [], "object": {}}.get(schema.get("type"), f"my {name.replace('_', ' ')}")
 
 
-def rule_call_on_miss(episode: Episode, pool: ToolPool, rng: random.Random) -> tuple[int, list[ToolCall]] | None:
+def rule_call_on_miss(episode: Episode, pool: ToolPool, rng: random.Random) -> Change | None:
     """Call on a miss turn instead of asking / saying a function is missing: the restoring turn's
     call with a guessed value (miss_param), the withheld function (miss_func), or an offered but
     unrelated function with made-up arguments (irrelevance)."""
@@ -129,58 +141,68 @@ def rule_call_on_miss(episode: Episode, pool: ToolPool, rng: random.Random) -> t
                 if turn.missing and turn.missing[0] in c.arguments:
                     calls[i] = _perturb_value(c, turn.missing[0], pool, rng)
                     break
-        return h, calls[:1]
+        return Change(turn=h, calls=calls[:1], error_type="missed_function_or_param")
     offered = [t for t in episode.tools if t.name not in turn.missing]
     if not offered:
         return None
     spec = rng.choice(offered)
     props = spec.parameters.get("properties", {})
     args = {p: _guess(props.get(p, {}), p) for p in spec.parameters.get("required", [])}
-    return h, [ToolCall(name=spec.name, arguments=args)]
+    return Change(turn=h, calls=[ToolCall(name=spec.name, arguments=args)], error_type="missed_function_or_param")
 
 
-RULES: dict[str, tuple[Callable[..., tuple[int, list[ToolCall]] | None], str]] = {
-    "wrong_value": (rule_wrong_value, "missed_function_or_param"),
-    "missing_nested": (rule_missing_nested, "nested"),
-    "broken_dependency": (rule_broken_dependency, "long_dependency"),
-    "call_on_miss": (rule_call_on_miss, "missed_function_or_param"),
+def _value_spots(episode: Episode) -> list[tuple[int, int, str, str]]:
+    """(turn, call, argument, where the value came from: user | short_dependency | long_dependency)."""
+    spots, earlier = [], []
+    for h, turn in enumerate(episode.turns):
+        before_turn = output_values(earlier)
+        for i, call in enumerate(turn.calls):
+            same = _same_turn_sources(turn, i)
+            for k, v in call.arguments.items():
+                source = ("short_dependency" if str(v) in same else
+                          "long_dependency" if v in before_turn.get(k, ()) else "user")
+                spots.append((h, i, k, source))
+        earlier += turn.outputs
+    return spots
+
+
+def _changed(episode: Episode, pool: ToolPool, rng: random.Random, spots: list[tuple[int, int, str, str]],
+             error_type: str | None) -> Change | None:
+    if not spots:
+        return None
+    h, i, k, source = rng.choice(spots)
+    calls = list(episode.turns[h].calls)
+    calls[i] = _perturb_value(calls[i], k, pool, rng)
+    return Change(turn=h, calls=calls, error_type=error_type or source)
+
+
+def rule_broken_dependency(episode: Episode, pool: ToolPool, rng: random.Random) -> Change | None:
+    """A value that came from an earlier output replaced by one that did not: short dependency when
+    the output was the same turn's, long when it was an earlier turn's."""
+    return _changed(episode, pool, rng, [s for s in _value_spots(episode) if s[3] != "user"], None)
+
+
+def rule_wrong_value(episode: Episode, pool: ToolPool, rng: random.Random) -> Change | None:
+    """A value the user stated, changed: none of the paper's five types, so labelled as what it is."""
+    return _changed(episode, pool, rng, [s for s in _value_spots(episode) if s[3] == "user"], "wrong_value")
+
+
+RULES: dict[str, Callable[[Episode, ToolPool, random.Random], Change | None]] = {
+    "wrong_value": rule_wrong_value,
+    "missing_nested": rule_missing_nested,
+    "dropped_call": rule_dropped_call,
+    "broken_dependency": rule_broken_dependency,
+    "call_on_miss": rule_call_on_miss,
 }
 
 
-def replay_with(positive: Trajectory, rollout: Rollout, episode: Episode, pool: ToolPool, turn: int,
-                calls: list[ToolCall]) -> tuple[list[Message], list[TurnLog]]:
-    """The positive conversation with ``turn``'s calls replaced, every call re-executed for real.
-    Other turns repeat the positive's calls; their outputs may now differ, or fail."""
-    runtime = fresh_runtime(pool, episode)
-    messages = [positive.messages[0]]
-    logs = []
-    for h, (turn_msg, log) in enumerate(zip(_turn_slices(positive.messages), rollout.turns)):
-        messages.append(turn_msg[0])
-        new_log = TurnLog(text=log.text)
-        steps = [[c] for c in calls] if h == turn else [[c] for c in log.calls]
-        for s, step in enumerate(steps):
-            ids = [f"call_{h}_{s}_{i}" for i in range(len(step))]
-            messages.append(Message(role="assistant", tool_calls=[ToolCall(name=c.name, arguments=c.arguments, id=i) for c, i in zip(step, ids)]))
-            for c, cid in zip(step, ids):
-                result = runtime.execute(c)
-                new_log.calls.append(c)
-                new_log.results.append(result)
-                messages.append(Message(role="tool", content=output_text(result), tool_call_id=cid, name=c.name))
-        messages.append(Message(role="assistant", content=log.text))
-        new_log.snapshot = runtime.snapshot()
-        logs.append(new_log)
-    return messages, logs
-
-
-def _turn_slices(messages: list[Message]) -> list[list[Message]]:
-    """Messages after the system prompt, grouped per user turn (each slice starts with the user message)."""
-    slices: list[list[Message]] = []
-    for m in messages[1:]:
-        if m.role == "user":
-            slices.append([m])
-        elif slices:
-            slices[-1].append(m)
-    return slices
+def wrong_hints(episode: Episode, change: Change) -> list[str]:
+    """Reference hints on every turn but the changed one, which gets the wrong calls: the model
+    continuing from that turn makes the mistake and lives with its consequences."""
+    hints = [reference_hint(t, episode.kind) for t in episode.turns]
+    changed = EpisodeTurn(query="", calls=change.calls, outputs=[], label="call")
+    hints[change.turn] = reference_hint(changed, episode.kind) if change.calls else "no call needed; answer in text"
+    return hints
 
 
 # ------------------------------------------------------------------------------ mined
@@ -230,5 +252,5 @@ def misleading_hints(episode: Episode, rollout: Rollout, verdicts: list[Verdict]
             log = rollout.turns[h]
             hints.append(format_bfcl(log.calls) if log.calls else "no call needed; answer in text")
         else:
-            hints.append(reference_hint(turn))
+            hints.append(reference_hint(turn, episode.kind))
     return hints

@@ -15,10 +15,10 @@ from distill import negatives as neg
 from distill.generate_config import GenerateConfig
 from distill.parsers import parse_message
 from distill.prompts import Prompts
-from distill.rollout import Rollout, reference_hint, roll_out
-from distill.structured import Spend
+from distill.rollout import Rollout, RolloutParams, reference_hint, roll_out
+from distill.spend import Spend
 from distill.translate import Translator
-from distill.verify import ReferenceTurn, replay_reference, verify
+from distill.verify import ReferenceTurn, data_gates, leaked_hint, replay_reference, verify
 from engine.errors import BadAnswer, JobFailed
 from engine.records import DeadLetter, Episode, PreferencePair, Record, SignaturePath, Trajectory, Verification
 from engine.teacher import Teacher
@@ -34,21 +34,17 @@ class Distiller:
         self.translator = Translator(teacher, pool, self.prompts, config)
         self.spend = Spend()  # this process's tokens over all paths (dead-lettered ones included)
 
-    async def _roll(self, model: Teacher, episode: Episode, hints: list[str | None] | None, system: str, seed: int,
-                    temperature: float) -> Rollout:
+    def _params(self, instructions: str, seed: int, temperature: float) -> RolloutParams:
         cfg = self.cfg
-        rollout = await roll_out(
-            model, episode, self.pool, system_prompt=self.prompts.text("system"),
-            hint_instructions=self.prompts.text(system) if system else "", hints=hints, parse=parse_message,
-            seed=seed, temperature=temperature, max_tokens=cfg.max_tokens, max_steps=cfg.max_steps_per_turn,
-            answer_retries=cfg.answer_retries, retry_temperature=cfg.retry_temperature)
-        self._add(rollout.spend)
-        return rollout
+        return RolloutParams(instructions=self.prompts.text(instructions) if instructions else "", seed=seed,
+                             temperature=temperature, retry_temperature=cfg.retry_temperature, max_tokens=cfg.max_tokens,
+                             max_steps=cfg.max_steps_per_turn, answer_retries=cfg.answer_retries)
 
-    def _add(self, spend: Spend) -> None:
-        self.spend.prompt_tokens += spend.prompt_tokens
-        self.spend.completion_tokens += spend.completion_tokens
-        self.spend.calls += spend.calls
+    async def _roll(self, model: Teacher, episode: Episode, hints: list[str] | None, params: RolloutParams,
+                    prefix: Rollout | None = None, from_turn: int = 0) -> Rollout:
+        rollout = await roll_out(model, episode, self.pool, hints, params, parse_message, prefix=prefix, from_turn=from_turn)
+        self.spend.absorb(rollout.spend)
+        return rollout
 
     async def run_path(self, path: SignaturePath) -> list[tuple[str, Record]]:
         cfg = self.cfg
@@ -56,15 +52,14 @@ class Distiller:
         try:
             episode = await self.translator.translate(path, spend)
         finally:
-            self._add(spend)
+            self.spend.absorb(spend)
         reference = replay_reference(self.pool, episode)
-        hints: list[str | None] = [reference_hint(t) for t in episode.turns]
+        hints = [reference_hint(t, episode.kind) for t in episode.turns]
         failures = []
         for attempt in range(cfg.rollout_attempts):
-            rollout = await self._roll(self.teacher, episode, hints, "positive_system", cfg.seed + attempt,
-                                       cfg.temperature if attempt == 0 else cfg.retry_temperature)
-            spend.prompt_tokens += rollout.spend.prompt_tokens
-            spend.completion_tokens += rollout.spend.completion_tokens
+            params = self._params("positive_system", cfg.seed + attempt, cfg.temperature if attempt == 0 else cfg.retry_temperature)
+            rollout = await self._roll(self.teacher, episode, hints, params)
+            spend = spend + rollout.spend
             check = verify(rollout, episode, reference, cfg.failure_phrases)
             if check.ok:
                 break
@@ -78,8 +73,8 @@ class Distiller:
         mode = cfg.negative_mode
         if mode == "none" or cfg.negatives_per_episode == 0:
             return records
-        rejected, why = (await self._mined(episode, reference, hints) if mode == "mined"
-                         else self._perturbed(episode, reference, positive, rollout))
+        rejected, why = (await self._mined(episode, reference) if mode == "mined"
+                         else await self._perturbed(episode, reference, rollout))
         for k, negative in enumerate(rejected):
             records.append(("trajectories", negative))
             records.append(("pairs", PreferencePair(id=f"{episode.id}-pair-{k}", episode_id=episode.id,
@@ -91,39 +86,49 @@ class Distiller:
 
     def _trajectory(self, tid: str, episode: Episode, rollout: Rollout, polarity: str, teacher: str, source: str,
                     check: Verification, spend: Spend, error_types: list[str] | None = None) -> Trajectory:
-        return Trajectory(id=tid, episode_id=episode.id, polarity=polarity, tools=rollout.tools, messages=rollout.messages,
-                          teacher=teacher, hints=rollout.hints, source=source, error_types=error_types or [],
-                          verification=check, usage=spend.as_dict())
+        return Trajectory(id=tid, episode_id=episode.id, polarity=polarity, tools=rollout.tools,
+                          turn_tools=rollout.turn_tools, messages=rollout.messages, teacher=teacher, hints=rollout.hints,
+                          source=source, error_types=error_types or [], verification=check, usage=spend.as_dict())
 
     # -- negatives -------------------------------------------------------------------------
 
-    def _perturbed(self, episode: Episode, reference: list[ReferenceTurn], positive: Trajectory,
-                   rollout: Rollout) -> tuple[list[Trajectory], str]:
-        rng = random.Random(f"perturb|{episode.id}|{self.cfg.seed}")
+    def _rejected(self, rollout: Rollout, episode: Episode, reference: list[ReferenceTurn]) -> tuple[Verification | None, str]:
+        """The verification of a would-be rejected rollout when it is a usable negative: really wrong
+        (a check other than the data gates fails) and showing no hint; else None and why not."""
+        check = verify(rollout, episode, reference, self.cfg.failure_phrases)
+        if leaked_hint(rollout):
+            return None, "leaks its hint"
+        if not set(check.errors) - set(data_gates(rollout, episode)):
+            return None, "verified right"
+        return check, ""
+
+    async def _perturbed(self, episode: Episode, reference: list[ReferenceTurn],
+                         positive: Rollout) -> tuple[list[Trajectory], str]:
+        cfg = self.cfg
+        rng = random.Random(f"perturb|{episode.id}|{cfg.seed}")
         rules = sorted(neg.RULES)
         rng.shuffle(rules)
         out: list[Trajectory] = []
         tried = []
         for rule in rules:
-            if len(out) >= self.cfg.negatives_per_episode:
+            if len(out) >= cfg.negatives_per_episode:
                 break
-            fn, error_type = neg.RULES[rule]
-            change = fn(episode, self.pool, rng)
+            change = neg.RULES[rule](episode, self.pool, rng)
             if change is None:
                 tried.append(f"{rule} not applicable")
                 continue
-            messages, logs = neg.replay_with(positive, rollout, episode, self.pool, *change)
-            replay = Rollout(messages=messages, tools=positive.tools, hints=[], turns=logs, spend=Spend())
-            check = verify(replay, episode, reference, self.cfg.failure_phrases)
-            if check.ok:  # the change made no observable difference: not a negative
-                tried.append(f"{rule} had no effect")
+            params = self._params("negative_system", cfg.seed + 300, cfg.temperature)
+            rollout = await self._roll(self.teacher, episode, neg.wrong_hints(episode, change), params,
+                                       prefix=positive, from_turn=change.turn)
+            check, why = self._rejected(rollout, episode, reference)
+            if check is None:
+                tried.append(f"{rule} {why}")
                 continue
-            out.append(self._trajectory(f"{episode.id}-neg-{rule}", episode, replay, "negative", positive.teacher,
-                                        f"perturbed:{rule}", check, Spend(), [error_type]))
-        return out, f"no perturbation applies ({', '.join(sorted(tried))})"
+            out.append(self._trajectory(f"{episode.id}-neg-{rule}", episode, rollout, "negative", self.teacher.name,
+                                        f"perturbed:{rule}", check, rollout.spend, [change.error_type]))
+        return out, f"no perturbation gives a negative ({', '.join(sorted(tried))})"
 
-    async def _mined(self, episode: Episode, reference: list[ReferenceTurn],
-                     ref_hints: list[str | None]) -> tuple[list[Trajectory], str]:
+    async def _mined(self, episode: Episode, reference: list[ReferenceTurn]) -> tuple[list[Trajectory], str]:
         cfg, student = self.cfg, self.student
         assert student is not None  # GenerateConfig refuses mined mode without a student
         out: list[Trajectory] = []
@@ -131,7 +136,7 @@ class Distiller:
         for k in range(cfg.student_rollouts):
             if len(out) >= cfg.negatives_per_episode:
                 break
-            tries = await self._roll(student, episode, None, "", cfg.seed + 100 + k, cfg.retry_temperature)
+            tries = await self._roll(student, episode, None, self._params("", cfg.seed + 100 + k, cfg.retry_temperature))
             if verify(tries, episode, reference, cfg.failure_phrases).ok:
                 right += 1
                 continue
@@ -144,20 +149,20 @@ class Distiller:
                 bad_judge += 1
                 continue
             finally:
-                self._add(spend)
+                self.spend.absorb(spend)
             if not verdicts:
                 judged_right += 1
                 continue
             hints = neg.misleading_hints(episode, tries, verdicts)
-            rejected = await self._roll(student, episode, hints, "negative_system", cfg.seed + 200 + k, cfg.temperature)
-            check = verify(rejected, episode, reference, cfg.failure_phrases)
-            if check.ok:
+            rejected = await self._roll(student, episode, hints,
+                                        self._params("negative_system", cfg.seed + 200 + k, cfg.temperature))
+            check, _ = self._rejected(rejected, episode, reference)
+            if check is None:
                 hinted_right += 1
                 continue
-            total = Spend(prompt_tokens=tries.spend.prompt_tokens + spend.prompt_tokens + rejected.spend.prompt_tokens,
-                          completion_tokens=tries.spend.completion_tokens + spend.completion_tokens + rejected.spend.completion_tokens)
             out.append(self._trajectory(f"{episode.id}-neg-mined-{k}", episode, rejected, "negative", student.name,
-                                        "student_mined", check, total, sorted({v.error_type for v in verdicts})))
+                                        "student_mined", check, tries.spend + spend + rejected.spend,
+                                        sorted({v.error_type for v in verdicts})))
         why = (f"no mined mistake in {cfg.student_rollouts} student rollouts ({right} verified right, "
                f"{judged_right} judged right, {bad_judge} unparsable judge answers, {hinted_right} right despite wrong hints)")
         return out, why

@@ -14,26 +14,9 @@ import msgspec
 
 from distill.parsers import quote
 from engine.errors import BadAnswer
+from distill.spend import Spend
 from engine.records import Message
 from engine.teacher import Teacher, Usage
-
-
-class Spend(msgspec.Struct, kw_only=True):
-    """Tokens one work item spent, summed over its teacher calls."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    calls: int = 0
-
-    def add(self, usage: Usage | None) -> None:
-        """One teacher call; ``usage`` is None when a backend could not report it."""
-        self.calls += 1
-        if usage is not None:
-            self.prompt_tokens += usage.prompt_tokens
-            self.completion_tokens += usage.completion_tokens
-
-    def as_dict(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
 
 
 def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -19,11 +19,14 @@ import re
 from typing import Any
 
 from distill.generate_config import GenerateConfig
+from distill.grounding import Context, ungrounded
 from distill.parsers import format_bfcl, quote, validate_call
 from distill.prompts import Prompts
 from distill.rollout import fresh_runtime
-from distill.structured import Spend, ask_json
+from distill.spend import Spend
+from distill.structured import ask_json
 from engine import metrics
+from engine.bfcl_prompts import DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC
 from engine.errors import BadAnswer, JobFailed
 from engine.records import Episode, EpisodeTurn, FunctionSpec, Message, SignaturePath, ToolCall
 from engine.teacher import Teacher
@@ -31,6 +34,8 @@ from graph.matcher import GENERIC
 from graph.schema import ArgumentError
 from graph.toolkit import ToolPool, ToolRuntime
 
+# Queries a broken or placeholder author writes: they carry no request.
+_PLACEHOLDER = re.compile(r"^\W*(the )?(user'?s? )?(message|query|request|question|text|input)\W*$|^\w+_query$", re.I)
 QUERY_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"], "additionalProperties": False}
 _ENV_CHARS = 1200
 _OUT_CHARS = 1500
@@ -124,12 +129,10 @@ class Translator:
     # -- episode ---------------------------------------------------------------------------
 
     def episode_tools(self, path: SignaturePath) -> list[FunctionSpec]:
-        if path.kind == "irrelevance":
-            names = list(path.distractors)
-        else:
-            kits = set(path.toolkits) or {self.pool.toolkit_of(f) for t in path.turns for f in t.functions}
-            names = [s.name for s in self.pool.specs() if self.pool.toolkit_of(s.name) in kits] + list(path.distractors)
-        return [self.pool.spec(n) for n in dict.fromkeys(names)]
+        """What the model is offered: the path's functions and its distractors (sized per kind by
+        the path sampler, like BFCL's entries); an irrelevance episode offers only distractors."""
+        needed = [] if path.kind == "irrelevance" else [f for t in path.turns for f in t.functions]
+        return [self.pool.spec(n) for n in dict.fromkeys([*needed, *path.distractors])]
 
     async def translate(self, path: SignaturePath, spend: Spend) -> Episode:
         tools = self.episode_tools(path)
@@ -164,12 +167,11 @@ class Translator:
             if split is None:
                 episode.turns.append(EpisodeTurn(query=query, calls=calls, outputs=outputs))
             elif split.label == "miss_func":
-                follow = await self._retry(stage, lambda a, hist: self._follow_up(
-                    query, "the assistant told you it has no function for part of it.",
-                    "says that the function is available now and asks it to try again.", None, spend, a, hist))
+                # The restoring turn is BFCL's holdout turn: the functions come back with BFCL's own
+                # follow-up, and the model must carry out the earlier request.
                 missing = [m for m in split.missing if m in turn.functions] or turn.functions[:1]
                 episode.turns.append(EpisodeTurn(query=query, label="miss_func", missing=missing))
-                episode.turns.append(EpisodeTurn(query=follow, calls=calls, outputs=outputs))
+                episode.turns.append(EpisodeTurn(query=DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC, calls=calls, outputs=outputs))
             else:
                 param, value = self._missing_value(split.missing, calls, query)
                 shown = clip(value, 200)
@@ -227,6 +229,8 @@ class Translator:
             "back_translation", functions="\n".join(describe(s) for s in specs), history=convo,
             last_round=last_round, environment=env, extra_rules="")
         query = await self._query(prompt, "back_translation", spend, attempt, history)
+        if _PLACEHOLDER.match(query) or len(query.split()) < 3:
+            raise BadAnswer(f"back translation is a placeholder, not a request: {quote(query)!r}", text=query)
         named = next((s.name for s in specs if re.search(rf"(?<!\w){re.escape(s.name)}(?!\w)", query)), None)
         if named:
             raise BadAnswer(f"back translation names the function {named!r}: {quote(query)!r}", text=query)
@@ -253,6 +257,7 @@ class Translator:
                 trial.execute(c)
             earlier += t.outputs
         by_name = {s.name: s for s in specs}
+        context = Context([t.query for t in episode.turns] + [query] + [json.dumps(o, ensure_ascii=False) for o in earlier])
         done, outputs = [], []
         for call in calls:
             try:
@@ -260,11 +265,19 @@ class Translator:
             except ArgumentError as err:
                 raise BadAnswer(f"forth translation: {err}: {quote(text)!r}", text=text) from None
             call = bind_outputs(call, earlier + outputs)
+            if call in done:
+                raise BadAnswer(f"forth translation repeats the call {call.name} with the same arguments; each call of "
+                                f"a turn must differ: {quote(text)!r}", text=text)
+            gaps = ungrounded(call, by_name[call.name], context)
+            if gaps:
+                raise BadAnswer(f"forth translation: value not in the query or earlier outputs: {gaps[0]}: {quote(text)!r}",
+                                text=text)
             result = await trial.aexecute(call)
             if not result.ok:
                 raise BadAnswer(f"forth translation: reference call fails: {result.error}: {quote(text)!r}", text=text)
             done.append(call)
             outputs.append(result.output)
+            context = Context([context.text, json.dumps(result.output, ensure_ascii=False)])
         return done, outputs, trial
 
     def _missing_value(self, missing: list[str], calls: list[ToolCall], query: str) -> tuple[str, Any]:

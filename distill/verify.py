@@ -5,6 +5,11 @@ rollout's toolkit state must equal the reference state, and every reference outp
 among the rollout's outputs of that turn (BFCL's state and response checks). On top: every
 call parsed, fitted its schema and executed without error, a miss turn made no call, each turn
 ends in a text answer, and that text has no failure phrase.
+
+Data gates, so that what is stored teaches the right thing: no trace of a hint in any stored
+message (the word, or the hinted call list quoted); every argument value grounded in the
+user's words or an earlier tool output (distill/grounding.py); the calls of a parallel turn
+made together in one assistant message.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Any
 
 import msgspec
 
-from distill.rollout import Rollout, fresh_runtime
+from distill.grounding import conversation_gaps
+from distill.rollout import PARALLEL_KINDS, Rollout, fresh_runtime
 from engine.records import Episode, Verification
 from graph.toolkit import ToolPool
 
@@ -63,6 +69,36 @@ def failure_phrase(text: str, phrases: list[str]) -> str | None:
     return None
 
 
+_HINT_WORD = re.compile(r"\bhint(s|ed)?\b", re.I)
+
+
+def leaked_hint(rollout: Rollout) -> str | None:
+    """The first stored message that shows a hint: the word, or a hint's call list quoted."""
+    hints = [h for h in rollout.hints if len(h) >= 12]
+    for m in rollout.messages:
+        text = m.content or ""
+        if _HINT_WORD.search(text):
+            return f"a {m.role} message mentions the hint: {text[:80]!r}"
+        if m.role == "assistant" and any(h in text for h in hints):
+            return f"an assistant message quotes its hint: {text[:80]!r}"
+    return None
+
+
+def data_gates(rollout: Rollout, episode: Episode) -> list[str]:
+    errors = []
+    leak = leaked_hint(rollout)
+    if leak:
+        errors.append(f"hint leak: {leak}")
+    gaps = conversation_gaps(rollout.messages, {t.name: t for t in rollout.tools})
+    if gaps:
+        errors.append(f"ungrounded argument value: {gaps[0]} is in no user message or earlier output")
+    if episode.kind in PARALLEL_KINDS:
+        for h, log in enumerate(rollout.turns):
+            if len(log.calls) >= 2 and len(log.steps) > 1:
+                errors.append(f"turn {h}: {len(log.calls)} independent calls made in {len(log.steps)} messages, not together")
+    return errors
+
+
 def verify(rollout: Rollout, episode: Episode, reference: list[ReferenceTurn], failure_phrases: list[str]) -> Verification:
     v = Verification(ok=True)
     errors: list[str] = []
@@ -95,6 +131,7 @@ def verify(rollout: Rollout, episode: Episode, reference: list[ReferenceTurn], f
         phrase = failure_phrase(log.text, failure_phrases)
         if phrase:
             errors.append(f"turn {h}: final text has failure phrase {phrase!r}")
+    errors += data_gates(rollout, episode)
     v.errors = errors
     v.ok = not errors
     return v

@@ -1,7 +1,9 @@
 """The `magnet` command: a thin router that imports a stage only when its command runs.
 
 Each command is ``module:function`` taking ``argv`` (the arguments after the command name)
-and returning an exit code; the module builds its own argparse parser. Importing a stage
+and returning an exit code; the module builds its own argparse parser. Exit codes: 0 done,
+2 bad input (one line naming the input and the fix), 3 teacher unavailable (the run stopped
+early, its work left pending), 130 interrupted. Importing a stage
 lazily keeps `magnet inspect` fast and lets the core run without torch or vLLM installed.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from engine.errors import UserInputError
+from engine.errors import TeacherUnavailable, UserInputError
 
 # command -> (target, one-line help). Nested commands ("graph build") are routed by the target.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -18,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "graph": ("graph.cli:graph_main", "build / show the function dependency graph"),
     "paths": ("graph.cli:paths_main", "sample signature paths from a graph"),
     "inspect": ("engine.inspect_cmd:main", "counts, sizes and samples of a run directory"),
+    "requeue": ("engine.requeue:main", "make a run's dead-lettered work items pending again (after fixing the teacher)"),
     "export": ("engine.export:main", "export a run as openai | sharegpt | hf | bfcl"),
     "serve-sim": ("engine.sim_server:main", "serve the deterministic simulator as an OpenAI-compatible server"),
     "train": ("train.cli:main", "train sft | mdpo on a run's shards"),
@@ -49,6 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(func(rest) or 0)
     except UserInputError as err:
         print(f"magnet {name}: error: {err}", file=sys.stderr)
+        return 2
+    except TeacherUnavailable as err:  # the circuit breaker stopped the run; the work is pending, not lost
+        print(f"magnet {name}: error: {err}", file=sys.stderr)
+        return 3
+    except OSError as err:  # the environment refused a file operation no command checked for: still one line
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"magnet {name}: error: {err.strerror or err}{where}; check that path's permissions and free space, "
+              "then rerun the same command", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"magnet {name}: interrupted", file=sys.stderr)

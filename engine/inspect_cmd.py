@@ -3,7 +3,9 @@
 Counts come from streaming every frame (not from the manifest, which a killed run may not
 have updated), so inspect also reports damaged frames and torn tails with file and offset.
 It only reads: running it beside a live `magnet generate` is safe (the writer's unfinished
-last frame shows up as a torn tail).
+last frame shows up as a torn tail). It also lists finished items whose done marker names
+records the shards no longer hold (a truncated or damaged shard): the next generate run
+regenerates them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ class _Polarity(msgspec.Struct):
 class _DeadLetterReason(msgspec.Struct):
     stage: str
     error: str
+    item_id: str = ""
+
+
+class _IdOutputs(msgspec.Struct):
+    id: str
+    outputs: list[str] = []  # WorkDone only; other kinds decode with it empty
 
 
 def reason_of(error: str) -> str:
@@ -55,14 +63,25 @@ def inspect_run(run_dir: Path, *, samples: int = 1, kind: str | None = None) -> 
     dead: Counter[tuple[str, str]] = Counter()
     pol_decode = msgspec.msgpack.Decoder(_Polarity).decode
     dl_decode = msgspec.msgpack.Decoder(_DeadLetterReason).decode
+    id_decode = msgspec.msgpack.Decoder(_IdOutputs).decode
+    data_ids: set[str] = set()  # every record id outside "done"
+    markers: dict[str, list[str]] = {}  # done marker id -> the records it lists (the last marker wins)
+    dead_items: set[str] = set()
     for k in kinds:
         decode = msgspec.msgpack.Decoder(RECORD_KINDS[k]).decode
-        files, count, picked = [], 0, []
+        files, frames, picked = [], 0, []
+        seen: set[str] = set()
         for path in shard_files(run_dir / k):
             files.append({"file": path.name, "bytes": path.stat().st_size})
             for offset, payload in iter_frames(path, damaged.append):
-                count += 1
+                frames += 1
                 try:
+                    rec = id_decode(payload)
+                    seen.add(rec.id)
+                    if k == "done":
+                        markers[rec.id] = rec.outputs
+                    else:
+                        data_ids.add(rec.id)
                     if len(picked) < samples:
                         picked.append(msgspec.to_builtins(decode(payload)))
                     if k == "trajectories":
@@ -70,10 +89,15 @@ def inspect_run(run_dir: Path, *, samples: int = 1, kind: str | None = None) -> 
                     elif k == "dead_letters":
                         dl = dl_decode(payload)
                         dead[(dl.stage, reason_of(dl.error))] += 1
+                        dead_items.add(dl.item_id)
                 except msgspec.DecodeError as err:
                     damaged.append(Corruption(path=str(path), offset=offset, length=len(payload), reason=f"undecodable {k} record: {err}"))
-        report["kinds"][k] = {"records": count, "bytes": sum(f["bytes"] for f in files), "files": files}
+        # Records are counted by id: a rerun of a damaged item may append a second done marker.
+        report["kinds"][k] = {"records": len(seen), "frames": frames, "bytes": sum(f["bytes"] for f in files), "files": files}
         report["samples"][k] = picked
+    if kind is None:
+        missing = sorted(i for i, outputs in markers.items() if i not in dead_items and not all(o in data_ids for o in outputs))
+        report["finished_missing_records"] = missing
     if polarity:
         report["trajectories_by_polarity"] = dict(polarity)
     report["dead_letters_by_reason"] = [{"stage": s, "reason": r, "count": n} for (s, r), n in dead.most_common()]
@@ -115,6 +139,12 @@ def _print_rich(report: dict[str, Any]) -> None:
         for row in report["dead_letters_by_reason"]:
             dl.add_row(row["stage"], row["reason"], str(row["count"]))
         console.print(dl)
+
+    if report.get("finished_missing_records"):
+        missing = report["finished_missing_records"]
+        console.print(f"{len(missing)} finished work items have records missing from the shards "
+                      f"(e.g. {', '.join(missing[:3])}); the next `magnet generate` on this run regenerates them",
+                      style="red", markup=False, highlight=False)
 
     if report["damaged"]:
         bad = Table(title="damaged spans (skipped by readers)", style="red")

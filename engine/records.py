@@ -112,10 +112,18 @@ class Verification(msgspec.Struct, kw_only=True):
 
 
 class Trajectory(Record, kw_only=True):
+    """One conversation. ``messages`` hold user, assistant and tool messages only: the system
+    prompt belongs to the rendering mode (engine/render.py), so one record renders in prompt
+    mode and FC mode alike. (Records written before this carry a leading system message;
+    renderers drop it.)"""
+
     episode_id: str
     polarity: Polarity
-    tools: list[FunctionSpec]
+    tools: list[FunctionSpec]  # every function offered at some turn, in the (shuffled) order offered
     messages: list[Message]  # hints are never stored here
+    # Names offered at each user turn (index = user turn): a miss_func function is absent until the
+    # turn that adds it back, as in BFCL. Empty = every tool at every turn.
+    turn_tools: list[list[str]] = []
     teacher: str  # teacher spec / model name that produced it (never a key)
     hints: list[str] = []  # the hints it was given, one per user turn, kept apart from messages
     source: str = "teacher_hinted"  # "teacher_hinted", "student_mined", "perturbed:<rule>"

@@ -9,6 +9,13 @@ and the next item starts at once, so one slow conversation never holds up the ot
 Every item ends as committed records plus a ``WorkDone`` marker, or as a ``DeadLetter``;
 items already finished in the store are skipped, so resuming is just running again.
 
+Only the item's own failures are dead-lettered (an answer that cannot be verified, a prompt the
+teacher rejects). When the teacher itself is unreachable or refuses the key
+(``engine.errors.failure_kind``), the item is left pending, because a dead letter would make the
+next run skip it for good. A circuit breaker then ends the run: at once on a refusal (401/403,
+unknown model), after ``breaker_after`` such failures in a row otherwise; ``run_jobs`` writes the
+manifest and raises ``TeacherUnavailable`` (the CLI's exit code 3).
+
 SIGINT/SIGTERM: stop admitting, give in-flight items ``grace_s`` to finish, cancel the
 rest (they re-run on resume), flush and write the manifest, return the summary with
 ``"interrupted": true``. A second signal cancels in-flight items at once; a third gets
@@ -24,7 +31,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Itera
 from typing import Any, TypeVar
 
 from engine import metrics
-from engine.errors import BadAnswer, JobFailed, UserInputError
+from engine.errors import BadAnswer, JobFailed, TeacherUnavailable, UserInputError, failure_kind
 from engine.records import DeadLetter, Record
 
 T = TypeVar("T")
@@ -36,6 +43,10 @@ Job = Callable[[T], Awaitable[list[tuple[str, Record]]]]
 # signals and the progress display still get served.
 _YIELD_EVERY = 1024
 _ERROR_CHARS = 600
+# Infrastructure failures in a row (each after the teacher's own retries) that stop a run: enough
+# that a few unlucky items under heavy rate limiting do not, few enough that a dead teacher is
+# noticed within one round of in-flight items.
+BREAKER_AFTER = 10
 
 
 def run(main: Coroutine[Any, Any, R]) -> R:
@@ -50,7 +61,8 @@ def run(main: Coroutine[Any, Any, R]) -> R:
 def one_line_error(exc: BaseException) -> str:
     """``Type: message`` on one line, quoting the model's text when a bad answer was the cause."""
     parts = [f"{type(exc).__name__}: {exc}"]
-    cause = exc.__cause__ or exc.__context__
+    # ``raise ... from None`` means the context adds nothing (an error already rephrased for users).
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     if cause is not None and not isinstance(exc, BadAnswer):
         parts.append(f"caused by {type(cause).__name__}: {cause}")
     bad = exc if isinstance(exc, BadAnswer) else cause if isinstance(cause, BadAnswer) else None
@@ -64,13 +76,17 @@ class _Runner:
     """State of one ``run_jobs`` call; split out so signal handlers can reach it."""
 
     def __init__(self, job: Job, store: Any, *, item_id: Callable[[Any], str], stage: str, max_in_flight: int,
-                 item_payload: Callable[[Any], Any] | None, grace_s: float):
+                 item_payload: Callable[[Any], Any] | None, grace_s: float, breaker_after: int):
         self.job, self.store, self.item_id, self.stage = job, store, item_id, stage
-        self.item_payload, self.grace_s = item_payload, grace_s
+        self.item_payload, self.grace_s, self.breaker_after = item_payload, grace_s, breaker_after
         self.slots = asyncio.Semaphore(max_in_flight)
         self.tasks: set[asyncio.Task[None]] = set()
         self.running_ids: set[str] = set()
         self.done = self.failed = self.skipped = self.cancelled = 0
+        self.outages = 0  # items left pending because the teacher was unavailable
+        self.outages_in_a_row = 0
+        self.last_outage = ""
+        self.tripped: str | None = None  # "refused" or "outage" once the breaker stopped the run
         self.signals = 0
         self.fatal: BaseException | None = None
         self.feeder: asyncio.Task[None] | None = None
@@ -131,12 +147,18 @@ class _Runner:
             except asyncio.CancelledError:
                 self.cancelled += 1
                 raise
-            except Exception as exc:  # noqa: BLE001 - every job failure becomes a dead letter
-                self._dead_letter(item, iid, exc)
+            except Exception as exc:  # noqa: BLE001 - every job failure is a dead letter or left pending
+                kind = failure_kind(exc)
+                if kind == "data":
+                    self.outages_in_a_row = 0  # the teacher answered: it is up
+                    self._dead_letter(item, iid, exc)
+                else:
+                    self._left_pending(exc, kind)
             else:
-                self._store(lambda: self.store.commit(iid, records))
-                self.done += 1
-                m.items_done += 1
+                self.outages_in_a_row = 0
+                if self._store(lambda: self.store.commit(iid, records)):
+                    self.done += 1
+                    m.items_done += 1
         finally:
             m.in_flight -= 1
             self.running_ids.discard(iid)
@@ -154,19 +176,42 @@ class _Runner:
         attempts = getattr(exc, "attempts", None)
         attempts = attempts if isinstance(attempts, int) and attempts > 0 else 1
         dl = DeadLetter(id=iid, item_id=iid, stage=stage, error=one_line_error(exc), attempts=attempts, item=payload)
-        self._store(lambda: self.store.dead_letter(dl))
-        self.failed += 1
-        metrics.METRICS.items_failed += 1
+        if self._store(lambda: self.store.dead_letter(dl)):
+            self.failed += 1
+            metrics.METRICS.items_failed += 1
 
-    def _store(self, write: Callable[[], None]) -> None:
-        """A store failure (disk full, I/O error) is not the item's fault: stop the whole run."""
+    def _left_pending(self, exc: Exception, kind: str) -> None:
+        """Nothing is stored for the item, so the next run does it again; trip the breaker when due."""
+        self.outages += 1
+        self.outages_in_a_row += 1
+        self.last_outage = one_line_error(exc)
+        if self.tripped is None and (kind == "refused" or self.outages_in_a_row >= self.breaker_after):
+            self.tripped = kind
+            self.stop(now=True)  # the items in flight would fail the same way; they stay pending too
+
+    def _store(self, write: Callable[[], None]) -> bool:
+        """A store failure (disk full, I/O error) is not the item's fault: stop the whole run.
+        Not re-raised here (a task's unretrieved exception would be logged once per item);
+        ``run_jobs`` raises it once the run has wound down."""
         try:
             write()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - kept in self.fatal and raised by run_jobs
             if self.fatal is None:
                 self.fatal = exc
                 self.stop(now=True)
-            raise
+            return False
+        return True
+
+    def breaker_message(self, total: int | None) -> str:
+        if self.tripped == "refused":
+            what, fix = "the teacher refuses the requests", "fix the key or the model name"
+        else:
+            what, fix = f"the teacher is unavailable ({self.outages_in_a_row} work items in a row failed after every retry)", "fix the teacher"
+        if total is not None:
+            left = f"{max(0, total - self.skipped - self.done - self.failed)} of {total} work items left pending"
+        else:
+            left = f"{self.outages + self.cancelled} work items and the rest of the source left pending"
+        return f"{what}: {self.last_outage}; nothing was lost, {left}; {fix}, then rerun the same command to resume"
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -229,17 +274,21 @@ async def run_jobs(
     item_payload: Callable[[T], Any] | None = None,
     grace_s: float = 30.0,
     handle_signals: bool = True,
+    breaker_after: int = BREAKER_AFTER,
 ) -> dict[str, Any]:
     """Run ``job`` over every unfinished item of ``items``; return a JSON-able summary.
 
     ``store`` is an ``engine.store.RunStore``. ``grace_s`` is how long in-flight items may
     finish after the first SIGINT/SIGTERM. ``handle_signals=False`` leaves signal handling to
-    the caller (e.g. when several ``run_jobs`` share one process-level handler).
+    the caller (e.g. when several ``run_jobs`` share one process-level handler). ``breaker_after``
+    is how many infrastructure failures in a row stop the run (a refusal stops it at once).
     """
     if max_in_flight < 1:
         raise UserInputError(f"max_in_flight={max_in_flight} must be at least 1; pass a positive concurrency")
+    if breaker_after < 1:
+        raise UserInputError(f"breaker_after={breaker_after} must be at least 1; pass how many failures in a row stop the run")
     runner = _Runner(job, store, item_id=item_id, stage=stage, max_in_flight=max_in_flight,
-                     item_payload=item_payload, grace_s=grace_s)
+                     item_payload=item_payload, grace_s=grace_s, breaker_after=breaker_after)
     started = time.monotonic()
     installed = handle_signals and _install_signals(runner)
     display = None
@@ -254,7 +303,7 @@ async def run_jobs(
         try:
             await runner.feeder
         except asyncio.CancelledError:
-            if not runner.signals and runner.fatal is None:
+            if not runner.signals and runner.fatal is None and runner.tripped is None:
                 raise  # cancelled from outside, not by our own stop
         except Exception as exc:
             source_error = exc  # the work source itself broke: finish what is running, then raise
@@ -276,6 +325,8 @@ async def run_jobs(
                 raise
     if runner.fatal is not None:
         raise runner.fatal
+    if runner.tripped is not None:
+        raise TeacherUnavailable(runner.breaker_message(total))
     if source_error is not None:
         raise source_error
     return summary
@@ -290,8 +341,10 @@ def _summary(runner: _Runner, stage: str, started: float, total: int | None) -> 
         "failed": runner.failed,
         "skipped": runner.skipped,
         "cancelled": runner.cancelled,
+        "left_pending_teacher_unavailable": runner.outages,
         "total": total,
         "interrupted": bool(runner.signals),
+        "stopped_by_breaker": runner.tripped is not None,
         "wall_s": round(wall, 3),
         "items_per_s": round((runner.done + runner.failed) / wall, 3),
         "requests": m["requests"],

@@ -31,9 +31,10 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -213,6 +214,19 @@ def iter_frames(path: Path, on_corrupt: OnCorrupt | None = None) -> Iterator[tup
             end = size if tail else nxt
             report(Corruption(path=str(path), offset=pos, length=end - pos, reason=reason, torn_tail=tail))
             pos = end
+
+
+def read_frame_at(fd: int, path: Path, offset: int) -> bytes:
+    """The payload of the frame at ``offset`` (an offset ``iter_frames`` yielded) of an open file.
+    A frame that no longer checks out (the file changed since) is bad input, not a crash."""
+    head = os.pread(fd, FRAME_OVERHEAD, offset)
+    if len(head) == FRAME_OVERHEAD:
+        sync, length, crc = _FRAME_HEAD.unpack(head)
+        payload = os.pread(fd, length, offset + FRAME_OVERHEAD) if sync == SYNC else b""
+        if sync == SYNC and len(payload) == length and zlib.crc32(payload) == crc:
+            return payload
+    raise UserInputError(f"{path} changed while it was being read (no valid frame at byte {offset}); "
+                         "wait for the writer to finish, then run the command again")
 
 
 def iter_folder(folder: Path, on_corrupt: OnCorrupt | None = None) -> Iterator[bytes]:
@@ -403,6 +417,45 @@ class ShardWriter:
             raise self._broken from err
         finally:
             view.release()
+
+
+def _rewrite_names(folder: Path) -> tuple[Path, Path, Path]:
+    """(being written, complete replacement, previous content) beside ``folder``."""
+    return tuple(folder.with_name(f"{folder.name}.{tag}") for tag in ("rewriting", "ready", "replaced"))  # type: ignore[return-value]
+
+
+def rewrite_folder(folder: Path, payloads: Iterable[bytes], *, shard_bytes: int = 64 << 20) -> None:
+    """Replace a folder's shard files with ``payloads`` so that a crash at any point leaves either
+    the old content or the new, never a mix: the new files are written and fsynced in a side
+    folder, which is renamed to ``.ready`` only when complete; the swap that follows is redone
+    by ``finish_rewrite`` (which every open of a run calls) if it was cut short."""
+    writing, ready, _ = _rewrite_names(folder)
+    shutil.rmtree(writing, ignore_errors=True)
+    writer = ShardWriter.open(writing, shard_bytes=shard_bytes)
+    try:
+        for payload in payloads:
+            writer.append(payload)
+        writer.flush(fsync=True)
+    finally:
+        writer.close(flush=False)
+    fsync_dir(writing)
+    os.rename(writing, ready)
+    fsync_dir(folder.parent)
+    finish_rewrite(folder)
+
+
+def finish_rewrite(folder: Path) -> None:
+    """Complete or undo a ``rewrite_folder`` that a crash interrupted (a no-op otherwise)."""
+    writing, ready, replaced = _rewrite_names(folder)
+    if writing.exists():  # never completed: the folder itself was not touched yet
+        shutil.rmtree(writing)
+    if ready.exists():
+        if folder.exists():
+            os.rename(folder, replaced)
+        os.rename(ready, folder)
+        fsync_dir(folder.parent)
+    if replaced.exists():
+        shutil.rmtree(replaced)
 
 
 def fsync_dir(folder: Path) -> None:

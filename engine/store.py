@@ -20,6 +20,15 @@ Guarantees, and how they are kept:
 * A failed disk write raises ``StoreWriteError`` naming the run directory; what was written
   before stays readable, the partial frame is truncated (now, or on the next open), and the
   store refuses further writes so nothing inconsistent follows.
+* Markers agree with the data. A marker whose records are gone (a shard truncated or damaged
+  after the fact) does not count: opening the run reports those items (a logged warning and
+  ``incomplete_items``) and they run again; their surviving records are skipped as duplicates.
+  When the rerun's records differ from what the old marker lists, a new marker is written and
+  the last marker of an id is the one that counts.
+* Dead letters can be requeued on purpose (``requeue_dead_letters``, `magnet requeue`): the
+  chosen letters move to ``dead_letters_requeued/`` (kept with the time of the requeue) and
+  their items are pending again. The dead-letter folder is replaced whole, crash-safely
+  (``shards.rewrite_folder``; an interrupted swap is completed on the next open).
 * One writer per run directory, enforced with an advisory lock that dies with the process.
 
 The store is used from one thread (the scheduler's event loop).
@@ -32,9 +41,10 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -50,15 +60,19 @@ from engine.shards import (
     OnCorrupt,
     ShardWriteError,
     ShardWriter,
+    finish_rewrite,
     fsync_dir,
     is_disk_full,
     iter_frames,
+    read_frame_at,
+    rewrite_folder,
     shard_files,
 )
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+REQUEUED = "dead_letters_requeued"  # history of requeued dead letters (not a record kind: readers skip it)
 LOCK = ".lock"
 MANIFEST_VERSION = 1
 # Folders holding "this item is finished" markers: written out after every record folder.
@@ -66,6 +80,7 @@ MARKER_KINDS = ("dead_letters", "done")
 WRITE_ORDER = tuple(k for k in RECORD_KINDS if k not in MARKER_KINDS) + MARKER_KINDS
 SECRET_PARTS = ("key", "token", "secret", "password")
 Durability = Literal["interval", "commit", "close"]
+_DIGITS = re.compile(r"([0-9]+)")
 
 
 class StoreWriteError(UserInputError):
@@ -80,6 +95,18 @@ class _Id(msgspec.Struct):
 class _DeadLetterIds(msgspec.Struct):
     id: str
     item_id: str
+
+
+class _DoneOutputs(msgspec.Struct):
+    id: str
+    outputs: list[str] = []
+
+
+class RequeuedLetter(msgspec.Struct, kw_only=True):
+    """A dead letter taken back by a requeue, kept so its error is not forgotten."""
+
+    requeued_at: str
+    dead_letter: DeadLetter
 
 
 def redact(config: Any) -> Any:
@@ -130,11 +157,17 @@ def _now() -> str:
 def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(run_dir) / MANIFEST
     try:
-        return orjson.loads(path.read_bytes())
+        data = orjson.loads(path.read_bytes())
     except FileNotFoundError:
         return None
     except orjson.JSONDecodeError as err:
         raise UserInputError(f"{path} is not valid JSON ({err}); restore it or rerun with a new --out") from None
+    except OSError as err:
+        raise UserInputError(f"cannot read {path} ({err.strerror or err}); check its permissions") from None
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path} holds a JSON {type(data).__name__}, not a magnet manifest (a JSON object); "
+                             "restore it, or start the run over with `magnet generate ... --force`")
+    return data
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -178,6 +211,40 @@ def read_records(run_dir: str | os.PathLike, kind: str, *, on_corrupt: OnCorrupt
                 report(Corruption(path=str(path), offset=offset, length=len(payload), reason=f"not a {typ.__name__}: {err}"))
 
 
+def id_order(record_id: str) -> tuple[tuple[int, str], ...]:
+    """Sort key of ids: digit runs compare as numbers, so ``single-0-2`` comes before ``single-0-10``."""
+    return tuple((int(part), "") if part.isascii() and part.isdigit() else (-1, part) for part in _DIGITS.split(record_id) if part)
+
+
+def read_records_by_id(run_dir: str | os.PathLike, kind: str, *, on_corrupt: OnCorrupt | None = None) -> Iterator[Record]:
+    """Like ``read_records`` but in id order (``id_order``), so two runs that stored the same
+    records yield them in the same order whichever order their items finished in. Memory: one
+    (id, file, offset) entry per record; the records themselves are read one at a time."""
+    typ = _check_kind(kind)
+    report = on_corrupt or _warn
+    decode_id = msgspec.msgpack.Decoder(_Id).decode
+    files = shard_files(Path(run_dir) / kind)
+    index: list[tuple[tuple[tuple[int, str], ...], str, int, int]] = []
+    for n, path in enumerate(files):
+        for offset, payload in iter_frames(path, report):
+            try:
+                rid = decode_id(payload).id
+                index.append((id_order(rid), rid, n, offset))  # the id itself breaks ties ("a01" vs "a1")
+            except msgspec.DecodeError as err:
+                report(Corruption(path=str(path), offset=offset, length=len(payload), reason=f"not a {typ.__name__}: {err}"))
+    index.sort()
+    decoder = msgspec.msgpack.Decoder(typ)
+    fds: dict[int, int] = {}
+    try:
+        for _, _, n, offset in index:
+            if n not in fds:
+                fds[n] = os.open(files[n], os.O_RDONLY)
+            yield decoder.decode(read_frame_at(fds[n], files[n], offset))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
 class RunStore:
     """Append-only, resumable store of one run. Create with ``RunStore.open``."""
 
@@ -193,6 +260,9 @@ class RunStore:
         self.corruptions: list[Corruption] = []  # damage found while opening (torn tails included)
         self._ids: dict[str, set[str]] = {k: set() for k in RECORD_KINDS}
         self._dead_items: set[str] = set()
+        # Finished items whose marker lists records the shards no longer hold -> those ids.
+        self._incomplete: dict[str, list[str]] = {}
+        self.incomplete_at_open = 0
         self._writers: dict[str, ShardWriter] = {}
         self._encoder = msgspec.msgpack.Encoder()
         self._created = _now()
@@ -230,6 +300,8 @@ class RunStore:
             raise UserInputError(f"cannot create run directory {run_dir}: {err.strerror}; choose another --out") from None
         try:
             store._lock()
+            for kind in RECORD_KINDS:
+                finish_rewrite(run_dir / kind)  # a requeue cut short by a crash
             store._check_existing(force)
             store._recover()
             store.write_manifest()
@@ -273,7 +345,12 @@ class RunStore:
         for kind, record in records:
             self.put(kind, record)
             outputs.append(record.id)
-        self.put("done", WorkDone(id=item_id, outputs=outputs))
+        stale = self._incomplete.pop(item_id, None)
+        if stale is None:
+            self.put("done", WorkDone(id=item_id, outputs=outputs))
+        elif not self._all_stored(stale):
+            # The rerun made other records than the old marker lists: a new marker, which wins on open.
+            self._put_marker_again(WorkDone(id=item_id, outputs=outputs))
         if self.durability == "commit":
             self.flush()
 
@@ -283,15 +360,83 @@ class RunStore:
         if self.durability == "commit":
             self.flush()
 
+    def requeue_dead_letters(self, select: Callable[[DeadLetter], bool], *, dry_run: bool = False) -> list[DeadLetter]:
+        """Make the items of the selected dead letters pending again; return those letters.
+
+        Only letters of unfinished items can be chosen (not, say, the negative-step letter of a
+        path that stored its positive). Order of writes, for crash safety: the letters are
+        appended to ``dead_letters_requeued/`` (skipping copies already there from an earlier,
+        interrupted requeue), then the dead-letter folder is replaced by one without them.
+        """
+        self.flush()
+        listed = {o for m in read_records(self.run_dir, "done") for o in m.outputs}
+        encode = self._encoder.encode
+        kept: list[bytes] = []
+        chosen: list[DeadLetter] = []
+        for dl in read_records(self.run_dir, "dead_letters"):
+            if dl.id not in listed and not self._finished_by_marker(dl.item_id) and select(dl):
+                chosen.append(dl)
+            else:
+                kept.append(encode(dl))
+        if dry_run or not chosen:
+            return chosen
+        try:
+            self._move_to_history(chosen, kept)
+        except OSError as err:
+            raise self._fail(err, self.run_dir / REQUEUED) from err
+        return chosen
+
+    def _move_to_history(self, chosen: list[DeadLetter], kept: list[bytes]) -> None:
+        encode = self._encoder.encode
+        history: set[bytes] = set()
+        decode_old = msgspec.msgpack.Decoder(RequeuedLetter).decode
+        log_writer = ShardWriter.open(self.run_dir / REQUEUED, shard_bytes=self.shard_bytes,
+                                      on_payload=lambda b: history.add(encode(decode_old(b).dead_letter)),
+                                      on_corrupt=self._note_corruption)
+        try:
+            at = _now()
+            for dl in chosen:
+                if encode(dl) not in history:
+                    log_writer.append(encode(RequeuedLetter(requeued_at=at, dead_letter=dl)))
+            log_writer.flush(fsync=True)
+        finally:
+            log_writer.close(flush=False)
+        folder = self.run_dir / "dead_letters"
+        self._writers["dead_letters"].close(flush=False)  # flushed above; reopened on the new files
+        rewrite_folder(folder, kept, shard_bytes=self.shard_bytes)
+        ids, items = self._ids["dead_letters"], self._dead_items
+        ids.clear()
+        items.clear()
+        decoder = msgspec.msgpack.Decoder(_DeadLetterIds)
+
+        def load(payload: bytes) -> None:
+            rec = decoder.decode(payload)
+            ids.add(rec.id)
+            items.add(rec.item_id)
+
+        self._writers["dead_letters"] = ShardWriter.open(folder, shard_bytes=self.shard_bytes, on_payload=load,
+                                                         on_corrupt=self._note_corruption)
+
+    def _finished_by_marker(self, item_id: str) -> bool:
+        return item_id in self._ids["done"] and item_id not in self._incomplete
+
     def is_finished(self, item_id: str) -> bool:
-        return item_id in self._ids["done"] or item_id in self._dead_items
+        return self._finished_by_marker(item_id) or item_id in self._dead_items
+
+    @property
+    def incomplete_items(self) -> list[str]:
+        """Items marked finished whose records are missing from the shards (they run again)."""
+        return sorted(i for i in self._incomplete if i not in self._dead_items)
 
     def has(self, kind: str, record_id: str) -> bool:
         _check_kind(kind)
         return record_id in self._ids[kind]
 
     def counts(self) -> dict[str, int]:
-        return {kind: len(ids) for kind, ids in self._ids.items()}
+        """Records stored per kind; ``done`` counts only items whose records are all there."""
+        counts = {kind: len(ids) for kind, ids in self._ids.items()}
+        counts["done"] -= len(self._incomplete)
+        return counts
 
     def sizes(self) -> dict[str, int]:
         """Bytes on disk per kind (written-out data only)."""
@@ -319,7 +464,7 @@ class RunStore:
         data = {
             "manifest_version": MANIFEST_VERSION,
             "config_fingerprint": self.fingerprint,
-            "config": self.config,
+            "config": self.config or manifest.get("config", {}),  # opened without a config (requeue): keep it
             "counts": self.counts(),
             "bytes": self.sizes(),
             "shards": {kind: len(shard_files(self.run_dir / kind)) for kind in RECORD_KINDS},
@@ -329,6 +474,7 @@ class RunStore:
             "last_open": {
                 "corrupted_frames": sum(not c.torn_tail for c in self.corruptions),
                 "torn_tails_truncated": sum(c.torn_tail for c in self.corruptions),
+                "finished_items_missing_records": self.incomplete_at_open,
             },
             "extra": redact({**manifest.get("extra", {}), **(extra or {})}),
         }
@@ -378,14 +524,15 @@ class RunStore:
     def _check_existing(self, force: bool) -> None:
         for stale in self.run_dir.glob(f".{MANIFEST}.*.tmp"):  # left by a crash mid-write
             stale.unlink()
-        manifest = read_manifest(self.run_dir)
         has_shards = any(shard_files(self.run_dir / kind) for kind in RECORD_KINDS)
-        if force and (manifest is not None or has_shards):
+        # --force discards the manifest unread: a damaged one must not block starting over.
+        if force and ((self.run_dir / MANIFEST).exists() or has_shards):
             for kind in RECORD_KINDS:
                 for path in shard_files(self.run_dir / kind):
                     path.unlink()
             (self.run_dir / MANIFEST).unlink(missing_ok=True)
             return
+        manifest = read_manifest(self.run_dir)
         if manifest is None:
             ours = {LOCK, *RECORD_KINDS}
             others = sorted(p.name for p in self.run_dir.iterdir() if p.name not in ours)
@@ -406,7 +553,17 @@ class RunStore:
     def _recover(self) -> None:
         for kind in RECORD_KINDS:
             ids = self._ids[kind]
-            if kind == "dead_letters":
+            if kind == "done":  # last in RECORD_KINDS: every data id is known by now
+                decoder = msgspec.msgpack.Decoder(_DoneOutputs)
+
+                def load(payload: bytes, ids=ids, decoder=decoder) -> None:
+                    rec = decoder.decode(payload)
+                    ids.add(rec.id)
+                    if self._all_stored(rec.outputs):  # a later marker of the same id replaces an earlier one
+                        self._incomplete.pop(rec.id, None)
+                    else:
+                        self._incomplete[rec.id] = rec.outputs
+            elif kind == "dead_letters":
                 decoder = msgspec.msgpack.Decoder(_DeadLetterIds)
 
                 def load(payload: bytes, ids=ids, decoder=decoder) -> None:
@@ -428,6 +585,31 @@ class RunStore:
                     f"{self.run_dir / kind} holds a frame that is not a {RECORD_KINDS[kind].__name__} ({err}); "
                     "it was written by another tool or version: move it away or choose a new --out"
                 ) from None
+        self._report_incomplete()
+
+    def _all_stored(self, record_ids: Iterable[str]) -> bool:
+        data = [self._ids[k] for k in RECORD_KINDS if k != "done"]
+        return all(any(rid in ids for ids in data) for rid in record_ids)
+
+    def _report_incomplete(self) -> None:
+        lost = self.incomplete_items
+        self.incomplete_at_open = len(lost)
+        if not lost:
+            return
+        damage = self.corruptions
+        why = ""
+        if damage:
+            why = f"; damage found: {damage[0].describe()}" + (f" and {len(damage) - 1} more" if len(damage) > 1 else "")
+        log.warning("%s: %d finished work items have records missing from the shards (e.g. %s)%s; "
+                    "they are pending again and will be regenerated", self.run_dir, len(lost), ", ".join(lost[:3]), why)
+
+    def _put_marker_again(self, marker: WorkDone) -> None:
+        """Append a marker for an id that already has one (``put`` refuses repeated ids)."""
+        self._check_writable()
+        payload = self._encoder.encode(marker)
+        self._writers["done"].append(payload)
+        self._pending += len(payload)
+        self.maybe_flush()
 
     def _note_corruption(self, c: Corruption) -> None:
         self.corruptions.append(c)

@@ -25,6 +25,9 @@ class Completion(msgspec.Struct, kw_only=True):
     finish_reason: str = "stop"
     usage: Usage = msgspec.field(default_factory=Usage)
     model: str = ""
+    # The assistant message exactly as an OpenAI-compatible server sent it (HTTP teachers only):
+    # a benchmark that must store what the model sent (e.g. tool-call arguments "") reads it here.
+    wire_message: dict[str, Any] | None = None
 
 
 @runtime_checkable

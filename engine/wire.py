@@ -159,7 +159,17 @@ def completion_from_wire(body: Any, raw: bytes = b"") -> Completion:
         return _completion(body, raw, usage)
     except BadAnswer as err:
         err.usage = err.usage or usage
+        err.wire_message = _message_dict(body)
         raise
+
+
+def _message_dict(body: Any) -> dict[str, Any] | None:
+    """``choices[0].message`` of a reply body when it is an object, else None."""
+    try:
+        message = body["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return message if isinstance(message, dict) else None
 
 
 def usage_from_wire(body: Any) -> Usage | None:
@@ -184,4 +194,5 @@ def _completion(body: Any, raw: bytes, usage: Usage | None) -> Completion:
         raise BadAnswer("filtered: the provider's content filter stopped the answer (finish_reason=content_filter)", text=message.content or "")
     if message.content is None and not message.tool_calls:
         raise BadAnswer(f"reply message has neither content nor tool_calls: {quote(raw or orjson.dumps(body))}")
-    return Completion(message=message, finish_reason=finish, usage=usage or Usage(), model=str(body.get("model") or ""))
+    return Completion(message=message, finish_reason=finish, usage=usage or Usage(), model=str(body.get("model") or ""),
+                      wire_message=msg_raw)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,19 +32,21 @@ import networkx as nx
 
 from engine.errors import UserInputError
 from engine.records import FunctionSpec, PathTurn, SignaturePath
-from graph.paths_config import KINDS, PathConfig, path_config
+from graph.paths_config import KINDS, MULTI_TURN_VARIANTS, PathConfig, path_config
 
 _WALK_RETRIES = 10
 _NEEDS_TWO = ("multiple", "parallel_multiple", "irrelevance")
 
 
 def apportion(weights: dict[str, float], n: int) -> dict[str, int]:
-    """Counts summing to ``n`` in proportion to ``weights`` (largest remainder, ties by kind order)."""
+    """Counts summing to ``n`` in proportion to ``weights`` (largest remainder; ties by kind order,
+    then by the order of ``weights``: strata such as ``multi_turn.long`` come after the kinds)."""
     total = sum(weights.values())
     exact = {k: n * w / total for k, w in weights.items()}
     counts = {k: int(v) for k, v in exact.items()}
     rest = n - sum(counts.values())
-    order = sorted(weights, key=lambda k: (-(exact[k] - counts[k]), KINDS.index(k)))
+    rank = {k: KINDS.index(k) if k in KINDS else len(KINDS) + i for i, k in enumerate(weights)}
+    order = sorted(weights, key=lambda k: (-(exact[k] - counts[k]), rank[k]))
     for k in order[:rest]:
         counts[k] += 1
     return counts
@@ -113,6 +116,11 @@ class PathRng:
         return s >> 32
 
 
+def _stream_salt(name: str) -> int:
+    """A fixed 64-bit number per stratum name, so each stratum has a random stream of its own."""
+    return zlib.crc32(name.encode()) * 0x9E3779B97F4A7C15 & _MASK
+
+
 class PathSampler:
     """A graph compiled to integer adjacency lists, and the path builders over it."""
 
@@ -167,16 +175,20 @@ class PathSampler:
             yield self.path(kind, seed, i)
 
     def path(self, kind: str, seed: int, index: int) -> SignaturePath:
-        """Path ``index`` of kind ``kind`` in the stream of ``seed``: depends on nothing else."""
-        rng = PathRng(seed, index)
-        turns, ops, distractors = self.builders[kind](rng)
+        """Path ``index`` of kind ``kind`` in the stream of ``seed``: depends on nothing else.
+        ``kind`` may name a stratum, ``multi_turn.<variant>``: a multi-turn path of that variant,
+        drawn from its own random stream and named after it."""
+        kind, _, variant = kind.partition(".")
+        rng = PathRng(seed, index) if not variant else PathRng(seed ^ _stream_salt(variant), index)
+        turns, ops, distractors = (self._multi_turn(rng, variant) if variant else self.builders[kind](rng))
         tk = self.toolkit_of
         # An irrelevance episode exposes only the distractors' toolkits.
-        toolkits = {tk[f] for f in distractors} if kind == "irrelevance" else {tk[f] for t in turns for f in t.functions}
-        if kind == "multiple":
-            toolkits.update(tk[f] for f in distractors)
+        toolkits = {tk[f] for f in distractors}
+        if kind != "irrelevance":
+            toolkits.update(tk[f] for t in turns for f in t.functions)
         toolkits.discard("")
-        return SignaturePath(id=f"{kind}-{seed}-{index}", kind=kind, turns=turns, ops=ops, seed=rng.getrandbits32(),
+        name = f"{kind}.{variant}" if variant else kind
+        return SignaturePath(id=f"{name}-{seed}-{index}", kind=kind, turns=turns, ops=ops, seed=rng.getrandbits32(),
                              toolkits=sorted(toolkits), distractors=distractors)
 
     # --- single-turn kinds ---------------------------------------------------------------
@@ -202,7 +214,9 @@ class PathSampler:
         counts = [1] * len(distinct)
         for _ in range(calls - len(distinct)):
             counts[rng.randrange(len(distinct))] += 1
-        return [PathTurn(functions=[self.names[g] for g, c in zip(distinct, counts) for _ in range(c)])], [], []
+        extra = self._pick_near(rng, f, rng.randint(*self.config.parallel_multiple_distractors), exclude=set(distinct))
+        turn = PathTurn(functions=[self.names[g] for g, c in zip(distinct, counts) for _ in range(c)])
+        return [turn], [], [self.names[g] for g in extra]
 
     def _irrelevance(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
         f = rng.randrange(len(self.names))
@@ -210,11 +224,12 @@ class PathSampler:
         name = self.names[f]
         return [PathTurn(functions=[name], label="miss_func", missing=[name])], [], [self.names[g] for g in far]
 
-    def _pick_near(self, rng: PathRng, f: int, k: int) -> list[int]:
+    def _pick_near(self, rng: PathRng, f: int, k: int, exclude: set[int] | None = None) -> list[int]:
         """k other functions, from f's toolkit first (a choice between related tools is the hard case)."""
-        group = [g for g in self.by_toolkit[self.toolkit[f]] if g != f]
+        exclude = {f, *(exclude or ())}
+        group = [g for g in self.by_toolkit[self.toolkit[f]] if g not in exclude]
         picked = rng.sample(group, min(k, len(group)))
-        return picked + self._sample_excluding(rng, k - len(picked), {f, *picked})
+        return picked + self._sample_excluding(rng, k - len(picked), exclude | set(picked))
 
     def _pick_far(self, rng: PathRng, f: int, k: int) -> list[int]:
         """k functions that cannot serve a request for f: other toolkits, never f's neighbours."""
@@ -278,19 +293,23 @@ class PathSampler:
                 merged.append(list(turn))
         return merged
 
-    def insert(self, rng: PathRng, turns: list[list[int]], ops: list[str]) -> list[list[int]]:
-        """After a turn's last function f, add a nested out-neighbour of f in the turn or as a later turn."""
+    def insert(self, rng: PathRng, turns: list[list[int]], ops: list[str], p_insert: float | None = None,
+               p_long: float | None = None) -> list[list[int]]:
+        """After a turn's last function f, add a nested out-neighbour of f in the turn or as a later turn.
+        ``p_insert`` / ``p_long`` override the config (a path drawn for one variant forces them)."""
         cfg = self.config
+        p_insert = cfg.p_insert if p_insert is None else p_insert
+        p_long = cfg.p_insert_long if p_long is None else p_long
         used = {f for t in turns for f in t}
         done, h = 0, 0
         while h < len(turns) and done < cfg.max_inserts:
-            if rng.random() < cfg.p_insert:
+            if rng.random() < p_insert:
                 options = [c for c in self.nested[turns[h][-1]] if c not in used]
                 if options:
                     c = options[rng.randrange(len(options))]
                     later = len(turns) - h - 1
                     fits = len(turns[h]) < cfg.max_functions_per_turn
-                    if later and (rng.random() < cfg.p_insert_long or not fits):
+                    if later and (rng.random() < p_long or not fits):
                         turns.insert(rng.randint(h + 2, len(turns)), [c])
                         ops.append("insert_long")
                     elif fits:
@@ -304,12 +323,13 @@ class PathSampler:
             h += 1
         return turns
 
-    def split(self, rng: PathRng, turns: list[PathTurn], ops: list[str]) -> list[PathTurn]:
+    def split(self, rng: PathRng, turns: list[PathTurn], ops: list[str], p_miss_param: float | None = None) -> list[PathTurn]:
         """Add one empty turn before a random turn: that turn's function withheld, or one of its required values."""
+        p_miss_param = self.config.p_miss_param if p_miss_param is None else p_miss_param
         h = rng.randrange(len(turns))
         funcs = turns[h].functions
         with_required = [f for f in funcs if self.required[self.index[f]]]
-        if with_required and rng.random() < self.config.p_miss_param:
+        if with_required and rng.random() < p_miss_param:
             f = with_required[rng.randrange(len(with_required))]
             params = self.required[self.index[f]]
             empty = PathTurn(functions=[], label="miss_param", missing=[f"{f}.{params[rng.randrange(len(params))]}"])
@@ -318,13 +338,54 @@ class PathSampler:
         ops.append("split")
         return turns[:h] + [empty] + turns[h:]
 
-    def _multi_turn(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
-        ops = ["walk"]
-        turns = self.insert(rng, self.merge(rng, [[f] for f in self.walk(rng)], ops), ops)
-        path = [PathTurn(functions=[self.names[f] for f in t]) for t in turns]
-        if rng.random() < self.config.p_split:
-            path = self.split(rng, path, ops)
-        return path, ops, []
+    def _multi_turn(self, rng: PathRng, variant: str | None = None) -> tuple[list[PathTurn], list[str], list[str]]:
+        """A walk, Merge, Insert and maybe Split. A requested ``variant`` forces the operations that
+        make it (and forbids the ones that would make another), retrying walks that cannot: a
+        stratified run asks for each variant as often as its share needs."""
+        cfg = self.config
+        force = _VARIANT_FORCE.get(variant, {})
+        for _ in range(_WALK_RETRIES):
+            ops = ["walk"]
+            turns = self.merge(rng, [[f] for f in self.walk(rng)], ops)
+            turns = self.insert(rng, turns, ops, force.get("p_insert"), force.get("p_long"))
+            path = [PathTurn(functions=[self.names[f] for f in t]) for t in turns]
+            if rng.random() < force.get("p_split", cfg.p_split):
+                path = self.split(rng, path, ops, force.get("p_miss_param"))
+            if variant is None or path_variant(path, ops) == variant:
+                break
+        else:
+            raise UserInputError(f"the graph has no multi_turn path of variant {variant!r} (no nested edges?); "
+                                 f"give it share 0 in multi_turn_mixture")
+        # Like BFCL's multi-turn entries the model sees a toolkit's functions beyond the ones it
+        # needs, but a few of them, not the whole toolkit: sequences stay within a training length.
+        used = {self.index[f] for t in path for f in t.functions}
+        first = self.index[path[0].functions[0]] if path[0].functions else self.index[path[1].functions[0]]
+        extra = self._pick_near(rng, first, rng.randint(*cfg.multi_turn_distractors), exclude=used)
+        return path, ops, [self.names[g] for g in extra]
+
+
+# What a requested multi-turn variant forces: probabilities that override the config.
+_VARIANT_FORCE: dict[str | None, dict[str, float]] = {
+    "base": {"p_insert": 0.0, "p_split": 0.0},
+    "nested": {"p_insert": 1.0, "p_long": 0.0, "p_split": 0.0},
+    "long": {"p_insert": 1.0, "p_long": 1.0, "p_split": 0.0},
+    "miss_func": {"p_split": 1.0, "p_miss_param": 0.0},
+    "miss_param": {"p_split": 1.0, "p_miss_param": 1.0},
+}
+
+
+def path_variant(turns: list[PathTurn], ops: list[str]) -> str:
+    """A multi-turn path's variant, one per path (MULTI_TURN_VARIANTS): its Split label if split,
+    else long if an Insert became its own later turn, else nested if one joined a turn, else base."""
+    split = next((t.label for t in turns if t.label != "call"), None)
+    if split is not None:
+        return split
+    return "long" if "insert_long" in ops else "nested" if "insert_nested" in ops else "base"
+
+
+def stratum_of(path: SignaturePath) -> str:
+    """The stratum a path counts in: its kind, and for multi-turn its variant (``multi_turn.long``)."""
+    return f"multi_turn.{path_variant(path.turns, path.ops)}" if path.kind == "multi_turn" else path.kind
 
 
 def _get(obj: Any, key: str) -> Any:

@@ -17,8 +17,10 @@ from engine.errors import UserInputError
 from engine.records import PathKind
 
 KINDS: tuple[str, ...] = ("single", "parallel", "multiple", "parallel_multiple", "multi_turn", "irrelevance")
+MULTI_TURN_VARIANTS: tuple[str, ...] = ("base", "nested", "long", "miss_func", "miss_param")
 _Prob = Annotated[float, Meta(ge=0.0, le=1.0)]
 _Range = Annotated[list[Annotated[int, Meta(ge=1, le=64)]], Meta(min_length=2, max_length=2)]
+_Range0 = Annotated[list[Annotated[int, Meta(ge=0, le=64)]], Meta(min_length=2, max_length=2)]
 
 
 def _default_mixture() -> dict[str, float]:
@@ -54,14 +56,32 @@ class PathConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         default_factory=lambda: [2, 4])
     irrelevance_distractors: Annotated[_Range, Meta(description="[min, max] unrelated functions offered in an irrelevance path")] = msgspec.field(
         default_factory=lambda: [1, 4])
+    parallel_multiple_distractors: Annotated[_Range0, Meta(description=(
+        "[min, max] related functions offered besides the called ones in a parallel_multiple path"))] = msgspec.field(
+        default_factory=lambda: [0, 2])
+    multi_turn_distractors: Annotated[_Range0, Meta(description=(
+        "[min, max] functions of the path's toolkits offered besides the path's own in a multi_turn path "
+        "(BFCL offers whole API classes; a few keep sequences within a training length)"))] = msgspec.field(
+        default_factory=lambda: [1, 3])
+    multi_turn_mixture: Annotated[dict[str, Annotated[float, Meta(ge=0.0)]], Meta(description=(
+        "stratified runs: shares of the multi_turn variants base (walk + Merge), nested (an Insert joins a "
+        "turn), long (an Insert becomes a later turn), miss_func and miss_param (a Split); BFCL's multi-turn "
+        "categories weigh base, miss_func, miss_param and long alike"))] = msgspec.field(
+        default_factory=lambda: {"base": 1.0, "nested": 1.0, "long": 1.0, "miss_func": 1.0, "miss_param": 1.0})
 
     def __post_init__(self) -> None:
-        for name in ("parallel_calls", "multiple_choices", "parallel_multiple_calls", "irrelevance_distractors"):
+        for name in ("parallel_calls", "multiple_choices", "parallel_multiple_calls", "irrelevance_distractors",
+                     "parallel_multiple_distractors", "multi_turn_distractors"):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"{name}: min {lo} > max {hi}")
         if not any(w > 0 for w in self.mixture.values()):
             raise ValueError("mixture: every weight is 0; give at least one kind a positive weight")
+        unknown = sorted(set(self.multi_turn_mixture) - set(MULTI_TURN_VARIANTS))
+        if unknown:
+            raise ValueError(f"multi_turn_mixture: unknown variant {unknown[0]!r}; use {', '.join(MULTI_TURN_VARIANTS)}")
+        if not any(w > 0 for w in self.multi_turn_mixture.values()):
+            raise ValueError("multi_turn_mixture: every share is 0; give at least one variant a positive share")
         if self.parallel_multiple_calls[1] < 2:
             raise ValueError("parallel_multiple_calls: max must be at least 2 (two distinct functions)")
 

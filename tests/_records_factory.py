@@ -177,3 +177,53 @@ def one_of_each(i: int = 0) -> dict[str, object]:
         "dead_letters": dead_letter(i),
         "done": WorkDone(id=f"item-done-{i}", outputs=[f"traj-{i}-positive"]),
     }
+
+
+# -- per-turn tools: a miss_func episode --------------------------------------------------------
+
+MISS_FUNC_FOLLOW_UP = "I have updated some more functions you can choose from. What about now?"  # BFCL's FC follow-up
+MISS_QUERIES = [QUERIES[0], QUERIES[1], MISS_FUNC_FOLLOW_UP]
+
+
+def miss_func_messages(variant: str = "good") -> list[Message]:
+    """Turn 0 searches, turn 1 asks to book while book_flight is withheld (the assistant says it
+    cannot), turn 2 is BFCL's follow-up after book_flight was added back and books.
+    ``variant="bad"`` books the wrong flight; ``"bad_first"`` also gets turn 0's weather city wrong."""
+    first = turn_calls()[0]
+    if variant == "bad_first":
+        first = [first[0], ToolCall(name="get_weather", arguments={"city": "Boston", "units": "C"})]
+    book = turn_calls("good" if variant == "good" else "bad")[1]
+    out: list[Message] = []
+    for turn, (query, calls, answer) in enumerate(
+        zip(MISS_QUERIES, [first, [], book], ["Found flights; it is 5 C in New York.", "I cannot book flights with the functions I have.", "Booked."])
+    ):
+        out.append(Message(role="user", content=query))
+        if calls:
+            calls = [ToolCall(name=c.name, arguments=c.arguments, id=f"call_{turn}_{j}") for j, c in enumerate(calls)]
+            out.append(Message(role="assistant", tool_calls=calls))
+            out.extend(Message(role="tool", content=orjson.dumps({"ok": True, "function": c.name}).decode(), tool_call_id=c.id, name=c.name)
+                       for c in calls)
+        out.append(Message(role="assistant", content=answer))
+    return out
+
+
+def miss_func_trajectory(i: int = 0, polarity: str = "positive", variant: str | None = None) -> Trajectory:
+    """A record in the current contract: no system message, ``turn_tools`` withholding book_flight
+    on turns 0-1 and adding it back on turn 2."""
+    offered = ["search_flights", "get_weather"]
+    return Trajectory(
+        id=f"miss-{i}-{polarity}",
+        episode_id=f"miss-ep-{i}",
+        polarity=polarity,
+        tools=tools(),
+        turn_tools=[offered, offered, offered + ["book_flight"]],
+        messages=miss_func_messages(variant or ("good" if polarity == "positive" else "bad")),
+        teacher="sim",
+        hints=["search_flights(...) get_weather(...)", "miss function", "book_flight(...)"],
+    )
+
+
+def miss_func_pair(i: int = 0, *, part_first: bool = False) -> PreferencePair:
+    """Sides part at turn 2 (after book_flight is back), or at turn 0 with ``part_first``."""
+    return PreferencePair(id=f"miss-pair-{i}", episode_id=f"miss-ep-{i}", chosen=miss_func_trajectory(i),
+                          rejected=miss_func_trajectory(i, "negative", "bad_first" if part_first else "bad"))

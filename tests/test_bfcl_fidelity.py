@@ -166,16 +166,16 @@ def test_our_loop_sends_what_bfcls_own_generator_sends(mode: str, tmp_path: Path
     """BFCL's own generator (its OpenAIHandler, threads, eval-based executor) and our engine,
     both against one replay server: the replay answers from the conversation it receives, so
     equal result rows mean equal prompts, equal turn handling and equal tool outputs."""
-    from bench.bfcl.throughput import bfcl_generate, engine_generate, normalized
+    from bench.bfcl.throughput import bfcl_generate, engine_generate
 
     dataset = load_dataset("v3", ["simple", "live_multiple", "java", "irrelevance", *MULTI_TURN], limit=6)
     replay = ReplayTeacher(dataset, mode)
     with serve_replay(replay) as url:
         theirs = bfcl_generate(dataset.entries, base_url=url, served_model="replay", mode=mode, threads=4, result_dir=tmp_path)
         ours = asyncio.run(engine_generate(dataset.entries, make_teacher(f"openai:replay@{url}"), mode, 8))
-    theirs_by_id = {r["id"]: normalized(r["result"]) for r in theirs}
+    theirs_by_id = {r["id"]: r["result"] for r in theirs}
     assert len(theirs_by_id) == len(dataset.entries)
-    assert {r["id"]: normalized(r["result"]) for r in ours} == theirs_by_id
+    assert {r["id"]: r["result"] for r in ours} == theirs_by_id  # tool-call arguments byte for byte
 
 
 def test_miss_turns_are_also_checked_by_bfcls_irrelevance_checker(tmp_path: Path) -> None:

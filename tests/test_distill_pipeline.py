@@ -163,19 +163,24 @@ async def test_mined_negative_from_student_mistakes(pool):
     assert not any("[Hint]" in (m.content or "") for m in rej.messages)
 
 
-def test_config_file_flags_override_and_path_mixture(tmp_path):
-    from distill.cli import load_config, mixture
+def test_config_file_flags_override_and_stratum_targets(tmp_path):
+    from distill.cli import load_config, strata_targets
     from engine.errors import UserInputError
 
     toml = tmp_path / "gen.toml"
-    toml.write_text('teacher = "sim"\nseed = 4\nmulti = 3\nirrelevance = 1\npaths = 0\n[teacher_options]\nrpm = 60\n')
+    toml.write_text('teacher = "sim"\nseed = 4\nmulti = 5\nirrelevance = 1\npaths = 0\n[teacher_options]\nrpm = 60\n')
     config, _ = load_config(["--config", str(toml), "--out", str(tmp_path / "r"), "--seed", "9", "--tpm", "1000"])
     assert (config.teacher, config.seed, config.teacher_options) == ("sim", 9, {"rpm": 60, "tpm": 1000})
-    assert mixture(config) == {"single": 0, "parallel": 0, "multiple": 0, "parallel_multiple": 0, "multi_turn": 3, "irrelevance": 1}
-    config, _ = load_config(["--out", "x", "--teacher", "sim", "--paths", "10"])
-    assert sum(mixture(config).values()) == 10 and config.negative_mode == "perturb"
+    assert strata_targets(config) == {"multi_turn.base": 1, "multi_turn.nested": 1, "multi_turn.long": 1,
+                                      "multi_turn.miss_func": 1, "multi_turn.miss_param": 1, "irrelevance": 1}
+    config, _ = load_config(["--out", "x", "--teacher", "sim", "--paths", "100"])
+    targets = strata_targets(config)
+    assert sum(targets.values()) == 100 and config.negative_mode == "perturb"
+    # the paper's Table 1: 20k single-turn (four kinds alike), 7.8k multi-turn, 6.2k irrelevance
+    multi = sum(v for k, v in targets.items() if k.startswith("multi_turn"))
+    assert targets["irrelevance"] == 18 and abs(multi - 23) <= 1
     config, _ = load_config(["--out", "x", "--teacher", "sim", "--single", "5"])
-    assert mixture(config)["single"] == 2 and sum(mixture(config).values()) == 5
+    assert strata_targets(config)["single"] == 2 and sum(strata_targets(config).values()) == 5
     with pytest.raises(UserInputError, match="does not exist"):
         load_config(["--out", "x", "--config", str(toml.with_name("missing.toml"))])
     toml.write_text("seed = 'four'\n")
@@ -187,7 +192,7 @@ def test_prompts_are_overridable_by_file_name(tmp_path):
     from distill.prompts import Prompts
     from engine.errors import UserInputError
 
-    assert {"back_translation", "forth_translation", "system", "positive_system", "negative_system",
+    assert {"back_translation", "forth_translation", "positive_system", "negative_system",
             "judge_errors"} <= set(Prompts().names())
     (tmp_path / "follow_up.txt").write_text("Say more about $query")
     prompts = Prompts(tmp_path)
@@ -215,16 +220,16 @@ class InvalidCaller(SimTeacher):
 async def test_schema_invalid_calls_fail_verification(pool):
     from distill.parsers import parse_message
     from distill.prompts import Prompts
-    from distill.rollout import reference_hint, roll_out
-    from distill.structured import Spend
+    from distill.rollout import RolloutParams, reference_hint, roll_out
+    from distill.spend import Spend
     from distill.translate import Translator
     from distill.verify import replay_reference, verify
 
     path = _path("p-invalid", PathTurn(functions=["list_airports"]), kind="single")
     episode = await Translator(SimTeacher(), pool, Prompts(), GenerateConfig()).translate(path, Spend())
-    rollout = await roll_out(InvalidCaller(), episode, pool, system_prompt="s", hint_instructions="", parse=parse_message,
-                             hints=[reference_hint(t) for t in episode.turns], seed=0, temperature=0, max_tokens=64,
-                             max_steps=3, answer_retries=0, retry_temperature=0)
+    hints = [reference_hint(t, episode.kind) for t in episode.turns]
+    params = RolloutParams(max_tokens=64, max_steps=3, answer_retries=0)
+    rollout = await roll_out(InvalidCaller(), episode, pool, hints, params, parse_message)
     check = verify(rollout, episode, replay_reference(pool, episode), ["error"])
     assert not check.ok and not check.schema_valid and "country" in " ".join(check.errors)
     tool_msgs = [m.content for m in rollout.messages if m.role == "tool"]

@@ -223,7 +223,7 @@ def test_failed_export_leaves_no_partial_file(run_dir, tmp_path, monkeypatch):
         return ex.openai_chat(traj)
 
     monkeypatch.setattr(ex, "openai_chat", fails_on_third)
-    with pytest.raises(OSError):
+    with pytest.raises(UserInputError, match=r"cannot write the export to .*sft\.jsonl \(No space left on device\)"):
         export(run_dir, "openai", out)
     assert out.read_text() == "previous export\n"
     assert sorted(os.listdir(tmp_path)) == ["run", "sft.jsonl"]

@@ -337,3 +337,94 @@ def test_a_run_that_cannot_be_opened_for_writing_is_a_clear_error(tmp_path):
     (run / "paths").unlink()
     with open_store(run) as store:  # fixed: the failed open left nothing locked or half-done
         assert store.counts()["episodes"] == 1
+
+
+# -- markers agree with the data (issue 11, item 3) ---------------------------------------------
+
+
+def _item_records(i: int) -> list:
+    return [("paths", F.path(i)), ("episodes", F.episode(i)), ("trajectories", F.trajectory(i))]
+
+
+def _commit_items(run, n: int) -> None:
+    with open_store(run) as store:
+        for i in range(n):
+            store.commit(f"item-{i}", _item_records(i))
+
+
+def _stored_once(run) -> dict[str, list[str]]:
+    ids = {kind: [r.id for r in read_records(run, kind)] for kind in RECORD_KINDS}
+    for kind, got in ids.items():
+        assert len(got) == len(set(got)), f"{kind} holds an id twice"
+    return ids
+
+
+def test_truncated_data_shard_is_reported_and_its_items_run_again(tmp_path, caplog):
+    run = tmp_path / "run"
+    _commit_items(run, 30)
+    path = shard_files(run / "trajectories")[0]
+    offsets = [off for off, _ in iter_frames(path)]
+    with open(path, "r+b") as f:
+        f.truncate(offsets[12] + 7)  # items 12.. lose their trajectory; their markers stay on disk
+    lost = {f"item-{i}" for i in range(12, 30)}
+
+    with caplog.at_level(logging.WARNING, logger="engine.store"), open_store(run) as store:
+        assert set(store.incomplete_items) == lost
+        assert [i for i in range(30) if not store.is_finished(f"item-{i}")] == list(range(12, 30))
+        assert store.counts()["done"] == 12 and store.counts()["trajectories"] == 12
+        for i in range(12, 30):  # the rerun: paths and episodes are still there and are not doubled
+            store.commit(f"item-{i}", _item_records(i))
+        assert store.incomplete_items == [] and store.counts()["done"] == 30
+    assert "18 finished work items have records missing from the shards" in caplog.text
+    assert f"torn tail in {path}" in caplog.text
+    ids = _stored_once(run)
+    assert sorted(ids["trajectories"]) == sorted(f"traj-{i}-positive" for i in range(30))
+    assert len(ids["done"]) == 30  # the rerun made the same records: the old markers are true again
+    manifest = orjson.loads((run / MANIFEST).read_bytes())
+    assert manifest["counts"]["done"] == 30 and manifest["last_open"]["finished_items_missing_records"] == 18
+    with open_store(run) as store:
+        assert store.incomplete_items == [] and all(store.is_finished(f"item-{i}") for i in range(30))
+
+
+def test_flipped_byte_in_the_middle_makes_only_that_item_run_again(tmp_path):
+    run = tmp_path / "run"
+    _commit_items(run, 10)
+    path = shard_files(run / "episodes")[0]
+    offsets = [off for off, _ in iter_frames(path)]
+    with open(path, "r+b") as f:
+        f.seek(offsets[4] + FRAME_OVERHEAD + 30)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x40]))
+    with open_store(run) as store:
+        assert store.incomplete_items == ["item-4"] and not store.is_finished("item-4")
+        assert [(c.offset, c.torn_tail) for c in store.corruptions] == [(offsets[4], False)]
+        store.commit("item-4", _item_records(4))
+    ids = _stored_once(run)
+    assert sorted(ids["episodes"]) == sorted(f"ep-{i}" for i in range(10))
+
+
+def test_a_rerun_with_other_records_writes_a_marker_that_wins(tmp_path):
+    run = tmp_path / "run"
+    _commit_items(run, 3)
+    path = shard_files(run / "trajectories")[0]
+    with open(path, "r+b") as f:
+        f.truncate([off for off, _ in iter_frames(path)][2])
+    with open_store(run) as store:
+        assert store.incomplete_items == ["item-2"]
+        # A non-deterministic teacher made another trajectory this time.
+        store.commit("item-2", [("paths", F.path(2)), ("episodes", F.episode(2)), ("trajectories", F.trajectory(2, "negative"))])
+    assert [d.id for d in read_records(run, "done")] == ["item-0", "item-1", "item-2", "item-2"]
+    with open_store(run) as store:
+        assert store.incomplete_items == [] and store.is_finished("item-2") and store.counts()["done"] == 3
+
+
+def test_a_manifest_that_is_not_an_object_is_one_clear_error_and_force_starts_over(tmp_path):
+    run = tmp_path / "run"
+    _commit_items(run, 2)
+    (run / MANIFEST).write_text("[]")
+    with pytest.raises(UserInputError, match=r"manifest\.json holds a JSON list, not a magnet manifest.*--force"):
+        open_store(run)
+    with open_store(run, force=True) as store:
+        assert store.counts()["done"] == 0
+    assert orjson.loads((run / MANIFEST).read_bytes())["config_fingerprint"] == FP

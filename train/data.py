@@ -1,6 +1,15 @@
 """Trajectories and preference pairs -> token ids with assistant-only, per-turn loss masks.
 
-Each conversation is rendered once with the model's own chat template (tools included), and
+A record first becomes a chat in the training mode (engine/render.py): ``prompt`` (the
+paper's, the default: BFCL's system prompt with the function list, calls as Python text) or
+``fc`` (the template's tools block and tool_calls). Evaluate the model in the same mode. In fc
+mode a trajectory whose tools grow (a miss_func function added back) renders as one segment
+per tools epoch; each segment is its own Example, trained on that epoch's assistant turns
+only, with the earlier turns as context. A pair is trained on the segment where its sides part
+(the tools epoch of the first differing assistant message); later epochs are left out and
+counted as truncated, since one pair example has one tools block per side.
+
+Each chat is rendered once with the model's own chat template (tools included), and
 the assistant spans are found by rendering prefixes: the conversation up to an assistant
 message with the generation prompt (where the span starts) and up to and including it (where
 it ends). Both must be token prefixes of the whole rendering; a template that rewrites
@@ -24,6 +33,7 @@ import numpy as np
 
 from engine.errors import UserInputError
 from engine.records import Message, PreferencePair, Trajectory
+from engine.render import Mode, RenderError, Segment, check_mode, parting_segments, render
 
 Truncation = Literal["drop_turns", "skip"]
 
@@ -98,9 +108,10 @@ def template_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
 
 
 class ChatRenderer:
-    """Renders conversations with a tokenizer's chat template and builds per-turn masks."""
+    """Renders conversations in one mode with a tokenizer's chat template and builds per-turn masks."""
 
-    def __init__(self, tokenizer, *, source: str, max_length: int, truncation: Truncation = "drop_turns"):
+    def __init__(self, tokenizer, *, source: str, max_length: int, truncation: Truncation = "drop_turns",
+                 mode: Mode = "prompt"):
         if not getattr(tokenizer, "chat_template", None):
             raise UserInputError(
                 f"the tokenizer of {source} has no chat template; pass --chat-template FILE "
@@ -109,6 +120,7 @@ class ChatRenderer:
         self.source = source
         self.max_length = max_length
         self.truncation = truncation
+        self.mode = check_mode(mode)
         eot = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
         unk = tokenizer.unk_token_id
         self.end_of_turn = {i for i in eot if i is not None and i != unk}
@@ -127,13 +139,15 @@ class ChatRenderer:
         return len(part)
 
     def encode(self, record_id: str, messages: Sequence[Message], tools: list[dict] | None,
-               report: SkipReport | None = None) -> Example | None:
-        """The example, or None (counted in ``report``) when it has no assistant turn or is too long."""
+               report: SkipReport | None = None, trained: Sequence[bool] | None = None) -> Example | None:
+        """The example of already rendered messages, or None (counted in ``report``) when it has no
+        trained assistant turn or is too long. ``trained`` picks the assistant messages that are
+        targets (default: all); the others are context."""
         msgs = template_messages(messages)
         full = self._ids(msgs, tools, False)
         spans: list[tuple[int, int]] = []
         for i, m in enumerate(msgs):
-            if m["role"] != "assistant":
+            if m["role"] != "assistant" or (trained is not None and not trained[i]):
                 continue
             start = self._prefix(full, self._ids(msgs[:i], tools, True), record_id, i)
             end = self._prefix(full, self._ids(msgs[: i + 1], tools, False), record_id, i + 1)
@@ -158,12 +172,32 @@ class ChatRenderer:
             turn[a:b] = h
         return Example(record_id, np.asarray(full[:length], dtype=np.int32), turn, len(spans))
 
-    def encode_trajectory(self, traj: Trajectory, report: SkipReport | None = None) -> Example | None:
-        return self.encode(traj.id, traj.messages, [t.to_openai_tool() for t in traj.tools], report)
+    def encode_segment(self, record_id: str, seg: Segment, report: SkipReport | None = None) -> Example | None:
+        tools = [t.to_openai_tool() for t in seg.tools] if self.mode == "fc" else None
+        return self.encode(record_id, seg.messages, tools, report, seg.trained)
+
+    def segments(self, traj: Trajectory, report: SkipReport | None = None) -> list[Segment] | None:
+        """The trajectory rendered in this mode, or None (counted) when the mode cannot express it."""
+        try:
+            return render(traj, self.mode)
+        except RenderError as err:
+            if report is not None:
+                report.skip(f"unrenderable: {err.reason}")
+            return None
+
+    def encode_trajectory(self, traj: Trajectory, report: SkipReport | None = None) -> list[Example]:
+        """One example per segment (prompt mode: one); segment k > 0 of an fc trajectory is ``<id>#k``."""
+        out = []
+        for k, seg in enumerate(self.segments(traj, report) or []):
+            ex = self.encode_segment(traj.id if k == 0 else f"{traj.id}#{k}", seg, report)
+            if ex is not None:
+                out.append(ex)
+        return out
 
 
 def sft_examples(records: Iterable[Trajectory], renderer: ChatRenderer, *, polarity: str = "positive",
                  require_verified: bool = False) -> tuple[list[Example], SkipReport]:
+    """Examples and what was used: ``used`` counts trajectories (an fc one can give several examples)."""
     report = SkipReport()
     out = []
     for traj in records:
@@ -174,9 +208,9 @@ def sft_examples(records: Iterable[Trajectory], renderer: ChatRenderer, *, polar
         if require_verified and not (traj.verification and traj.verification.ok):
             report.skip("unverified")
             continue
-        ex = renderer.encode_trajectory(traj, report)
-        if ex is not None:
-            out.append(ex)
+        examples = renderer.encode_trajectory(traj, report)
+        if examples:
+            out.extend(examples)
             report.used += 1
     return out, report
 
@@ -185,20 +219,31 @@ def pair_examples(records: Iterable[PreferencePair], renderer: ChatRenderer) -> 
     """Pairs are all-or-nothing: truncating one side could drop the very turn that makes it worse,
     so a pair with either side over the limit is skipped whatever the truncation policy."""
     report = SkipReport()
-    whole = ChatRenderer(renderer.tokenizer, source=renderer.source, max_length=renderer.max_length, truncation="skip")
+    whole = ChatRenderer(renderer.tokenizer, source=renderer.source, max_length=renderer.max_length, truncation="skip",
+                         mode=renderer.mode)
     out = []
     for pair in records:
         report.seen += 1
         if not (pair.chosen.episode_id == pair.rejected.episode_id == pair.episode_id):
             report.skip("episode_mismatch")
             continue
-        chosen = whole.encode_trajectory(pair.chosen, report)
-        rejected = whole.encode_trajectory(pair.rejected, report) if chosen is not None else None
+        try:
+            parted = parting_segments(pair, renderer.mode)
+        except RenderError as err:
+            report.skip(f"unrenderable: {err.reason}")
+            continue
+        if parted is None:
+            report.skip("identical_sides")  # (or parting at a non-assistant message, which no trainer can score)
+            continue
+        good, bad, later_left_out = parted
+        chosen = whole.encode_segment(pair.chosen.id, good, report)
+        rejected = whole.encode_segment(pair.rejected.id, bad, report) if chosen is not None else None
         if chosen is None or rejected is None:
             continue
         if np.array_equal(chosen.input_ids, rejected.input_ids):
             report.skip("identical_sides")
             continue
+        report.truncated += later_left_out
         out.append(PairExample(pair.id, chosen, rejected))
         report.used += 1
     return out, report

@@ -78,7 +78,7 @@ def run_mdpo(cfg: MDPOConfig, *, data: str | Path, model: str | Path, out: str |
     d = init_distributed(cfg.device)
     seed_everything(cfg.seed)
     tok = load_tokenizer(model, cfg.chat_template)
-    renderer = ChatRenderer(tok, source=str(model), max_length=cfg.max_length, truncation="skip")
+    renderer = ChatRenderer(tok, source=str(model), max_length=cfg.max_length, truncation="skip", mode=cfg.mode)
     source = read_run(data, "pairs") if records is None else records
     pairs, report = pair_examples(source, renderer)
     require_examples(pairs, report, "preference pairs", f"{data}/pairs")

@@ -39,7 +39,7 @@ def run_sft(cfg: SFTConfig, *, data: str | Path, model: str | Path, out: str | P
     d = init_distributed(cfg.device)
     seed_everything(cfg.seed)
     tok = load_tokenizer(model, cfg.chat_template)
-    renderer = ChatRenderer(tok, source=str(model), max_length=cfg.max_length, truncation=cfg.truncation)
+    renderer = ChatRenderer(tok, source=str(model), max_length=cfg.max_length, truncation=cfg.truncation, mode=cfg.mode)
     source = read_run(data, "trajectories") if records is None else records
     examples, report = sft_examples(source, renderer, polarity=cfg.polarity, require_verified=cfg.require_verified)
     require_examples(examples, report, "trajectories", f"{data}/trajectories")

@@ -17,6 +17,7 @@ import msgspec
 from msgspec import Meta
 
 from engine.errors import UserInputError
+from engine.render import MODE_HELP
 
 
 def _h(text: str, **kw: Any) -> Meta:
@@ -24,6 +25,7 @@ def _h(text: str, **kw: Any) -> Meta:
 
 
 class TrainConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    mode: Annotated[Literal["prompt", "fc"], _h(MODE_HELP)] = "prompt"
     seed: Annotated[int, _h("seed of weight init for LoRA and of the data order; same seed, same run")] = 0
     epochs: Annotated[int, _h("passes over the data", ge=1)] = 1
     max_steps: Annotated[int, _h("stop after this many optimizer steps (0 = run all epochs); the schedule spans the steps actually run")] = 0

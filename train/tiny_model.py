@@ -54,6 +54,11 @@ PRESETS: dict[str, dict[str, int]] = {
                  num_key_value_heads=1, head_dim=64),
     "large": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=24, num_attention_heads=16,
                   num_key_value_heads=4, head_dim=64),
+    # Qwen2.5-0.5B / -1.5B shapes with their 152k vocabulary (logits memory as in the real models), for GPU checks
+    "qwen2-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                       num_key_value_heads=2, head_dim=64, vocab_size=151936),
+    "qwen2-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                       num_key_value_heads=2, head_dim=128, vocab_size=151936),
 }
 
 
@@ -108,8 +113,8 @@ def build_random_model(out_dir: str | Path, *, preset: str = "tiny", seed: int =
     tok.chat_template = chat_template
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    config = Qwen2Config(vocab_size=len(tok), max_position_embeddings=4096, tie_word_embeddings=True,
-                         bos_token_id=eos, eos_token_id=eos, pad_token_id=pad, **PRESETS[preset])
+    config = Qwen2Config(**({"vocab_size": len(tok)} | PRESETS[preset]), max_position_embeddings=4096,
+                         tie_word_embeddings=True, bos_token_id=eos, eos_token_id=eos, pad_token_id=pad)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad, bos_token_id=eos)

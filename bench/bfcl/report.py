@@ -1,16 +1,20 @@
-"""The BFCL report: the paper's columns (aggregated with BFCL's own accuracy functions), the
+"""The BFCL report: the paper's columns (aggregated as BFCL's leaderboard aggregates them), the
 per-category accuracies, every entry's raw output and checker verdict, wall time and tokens.
 
-Columns follow ``generate_leaderboard_csv`` of bfcl-eval: Non-live AST is the unweighted mean of
-(simple = mean of python/java/javascript simple), multiple, parallel, parallel_multiple; Live AST
-is the entry-weighted mean of the four live AST categories; Multi-turn is the unweighted mean of
-its four categories; Irrelevance averages the non-live and live irrelevance; Relevance is
-live_relevance; Overall is the unweighted mean of the non-live, live and multi-turn overalls.
-A column needing a category that was not run shows "N/A" (its score counts as 0 in any mean).
+Columns follow ``generate_leaderboard_csv`` of bfcl-eval, with its own accuracy functions: Non-live
+AST is the unweighted mean of (simple = mean of python/java/javascript simple), multiple, parallel,
+parallel_multiple; Live AST is the entry-weighted mean of the four live AST categories; Multi-turn
+is the unweighted mean of its four categories; Irrelevance averages the non-live and live
+irrelevance; Relevance is live_relevance; Overall is the unweighted mean of the non-live, live and
+multi-turn overalls. A category that was not run counts as BFCL's ``get_category_score`` counts it:
+accuracy 0 with the entry count of its full data file (full weight in the weighted means). A column
+made of categories not all run reads "N/A" where BFCL's reads "N/A" (Overall and Multi-turn never
+do). A run that did not score every entry of every category is marked partial.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -22,31 +26,68 @@ from bench.results_io import write_results
 _V3_NAME = {"simple_python": "simple", "simple_java": "java", "simple_javascript": "javascript"}
 COLUMNS = ["Overall", "Non-live AST", "Live AST", "Multi-turn", "MT base", "MT miss func", "MT miss param",
            "MT long context", "Relevance", "Irrelevance"]
+# Every category the leaderboard's columns read (v3 names).
+COLUMN_CATEGORIES = ["simple", "java", "javascript", "multiple", "parallel", "parallel_multiple", "irrelevance",
+                     "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple", "live_irrelevance",
+                     "live_relevance", "multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param",
+                     "multi_turn_long_context"]
 
 
-def paper_columns(categories: dict[str, dict[str, Any]]) -> dict[str, float | str]:
+@functools.cache
+def _file_sizes(data_dir: Path, prefix: str) -> dict[str, int]:
+    """Entries in each column category's full data file (what BFCL counts for a category not run);
+    0 when the data folder lacks the file."""
+    from bfcl_eval.utils import load_file
+
+    v4_name = {v3: v4 for v4, v3 in _V3_NAME.items()}
+    sizes = {}
+    for name in COLUMN_CATEGORIES:
+        path = next((p for p in (data_dir / f"{prefix}_{n}.json" for n in (name, v4_name.get(name, name))) if p.is_file()), None)
+        sizes[name] = len(load_file(path)) if path else 0
+    return sizes
+
+
+def category_sizes(dataset: Dataset) -> dict[str, int]:
+    return _file_sizes(dataset.data_dir, dataset.prefix)
+
+
+def paper_columns(categories: dict[str, dict[str, Any]], sizes: dict[str, int]) -> dict[str, float | str]:
+    """The paper's columns from per-category scores, computed as BFCL's ``generate_leaderboard_csv``."""
     from bfcl_eval.eval_checker.eval_runner_helper import calculate_unweighted_accuracy as mean
-    from bfcl_eval.eval_checker.eval_runner_helper import calculate_weighted_accuracy as weighted
+    from bfcl_eval.eval_checker.eval_runner_helper import calculate_weighted_accuracy
 
     scores = {_V3_NAME.get(name, name): dict(value) for name, value in categories.items()}
 
-    def get(name: str) -> dict[str, Any]:
+    def get(name: str) -> dict[str, Any]:  # BFCL's get_category_score
         if name in scores:
             return {**scores[name], "display_accuracy": scores[name]["accuracy"]}
-        return {"accuracy": 0.0, "total_count": 0, "display_accuracy": "N/A"}
+        return {"accuracy": 0, "total_count": sizes[name], "display_accuracy": "N/A"}
+
+    def weighted(parts: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
+        if not sum(p["total_count"] for p in parts):  # only with a data folder lacking these files: BFCL would divide by 0
+            return {"accuracy": 0, "total_count": 0, "display_accuracy": "N/A"}
+        return calculate_weighted_accuracy(parts, **kw)
 
     simple = mean([get("simple"), get("java"), get("javascript")])
-    non_live_ast = mean([simple, get("multiple"), get("parallel"), get("parallel_multiple")])
-    non_live = mean([simple, get("multiple"), get("parallel"), get("parallel_multiple"), get("irrelevance")], display_na_if_category_missing=False)
+    non_live_parts = [simple, get("multiple"), get("parallel"), get("parallel_multiple")]
+    non_live_ast = mean(non_live_parts)
+    non_live = mean([*non_live_parts, get("irrelevance")], display_na_if_category_missing=False)
     live_parts = [get("live_simple"), get("live_multiple"), get("live_parallel"), get("live_parallel_multiple")]
-    live_ast = weighted(live_parts) if any(p["total_count"] for p in live_parts) else {"display_accuracy": "N/A"}
-    live_all = live_parts + [get("live_irrelevance"), get("live_relevance")]
-    live = weighted(live_all, display_na_if_category_missing=False) if any(p["total_count"] for p in live_all) else {"accuracy": 0.0, "total_count": 0, "display_accuracy": 0.0}
+    live_ast = weighted(live_parts)
+    live = weighted([*live_parts, get("live_irrelevance"), get("live_relevance")], display_na_if_category_missing=False)
     mt = [get("multi_turn_base"), get("multi_turn_miss_func"), get("multi_turn_miss_param"), get("multi_turn_long_context")]
-    multi_turn = mean(mt)
-    overall = mean([live, non_live, mean(mt, display_na_if_category_missing=False)])
+    multi_turn = mean(mt, display_na_if_category_missing=False)
+    overall = mean([live, non_live, multi_turn], display_na_if_category_missing=False)
     values = [overall, non_live_ast, live_ast, multi_turn, *mt, get("live_relevance"), mean([get("irrelevance"), get("live_irrelevance")])]
     return {name: value["display_accuracy"] for name, value in zip(COLUMNS, values)}
+
+
+def coverage(categories: dict[str, dict[str, Any]], sizes: dict[str, int]) -> dict[str, Any]:
+    """Is this a partial run? The column categories not run, and those scored on fewer entries than their file holds."""
+    scored = {_V3_NAME.get(name, name): value["total_count"] for name, value in categories.items()}
+    not_run = [c for c in COLUMN_CATEGORIES if c not in scored]
+    incomplete = {c: f"{n}/{sizes[c]}" for c, n in scored.items() if c in sizes and n < sizes[c]}
+    return {"partial": bool(not_run or incomplete), "not_run": not_run, "incomplete": incomplete}
 
 
 def _not_reproducible(dataset: Dataset) -> dict[str, int]:
@@ -86,7 +127,8 @@ def build_report(dataset: Dataset, *, model: str, mode: str, rows: list[dict[str
         "bfcl_eval_package": dataset.package_version,
         "model": model,
         "mode": mode,
-        "columns": paper_columns(scores["categories"]),
+        "columns": paper_columns(scores["categories"], category_sizes(dataset)),
+        "coverage": coverage(scores["categories"], category_sizes(dataset)),
         "categories": scores["categories"],
         "entries_scored": len(rows),
         "entries_in_dataset": len(dataset.entries),
@@ -108,9 +150,8 @@ def to_markdown(report: dict[str, Any], *, failures: int = 25) -> str:
     lines = [
         f"# BFCL evaluation: {report['model']} ({report['mode']} mode)",
         "",
-        f"Benchmark: {report['benchmark']}. Entries scored: {report['entries_scored']} of {report['entries_in_dataset']} loaded"
-        + (" -- a partial run: every number below covers the scored entries only, and a column whose categories are"
-           " not all scored yet reads N/A." if report["entries_scored"] < report["entries_in_dataset"] else "."),
+        f"Benchmark: {report['benchmark']}. Entries scored: {report['entries_scored']} of {report['entries_in_dataset']} loaded."
+        + (_partial_note(report["coverage"]) if report["coverage"]["partial"] else ""),
         f"Wall time {report['wall_s']} s (summed over {report['run'].get('invocations', 1)} invocation(s) of the command); tokens prompt {report['tokens']['prompt']}, completion {report['tokens']['completion']} "
         f"({report['tokens']['total_per_s']} tokens/s overall).",
         "",
@@ -137,6 +178,14 @@ def to_markdown(report: dict[str, Any], *, failures: int = 25) -> str:
             raw = json.dumps(e["result"])[:120]
             lines.append(f"| {e['id']} | {e.get('error_type')} | {_cell(text)} | {_cell(raw)} |")
     return "\n".join(lines) + "\n"
+
+
+def _partial_note(cov: dict[str, Any]) -> str:
+    parts = ([f"not run: {', '.join(cov['not_run'])}"] if cov["not_run"] else []) + (
+        [f"scored on part of their entries: {', '.join(f'{c} ({n})' for c, n in cov['incomplete'].items())}"] if cov["incomplete"] else [])
+    return (f" **Partial run** ({'; '.join(parts)}). The columns are computed as BFCL's leaderboard computes them:"
+            " a category not run counts 0 at its full size, a category scored on part of its entries counts"
+            " at that part's accuracy and size.")
 
 
 def _cell(text: str, limit: int = 160) -> str:

@@ -34,7 +34,7 @@ from bench.bfcl.data import Dataset, category_of, is_multi_turn
 from bench.bfcl.scoring import api_classes, checked_call, handler_class, register_model, forget_model
 from bench.results_io import loadavg, utc_now
 from engine.errors import BadAnswer, TeacherError, UserInputError
-from engine.records import FunctionSpec, Message
+from engine.records import FunctionSpec, Message, ToolCall
 from engine.teacher import Completion, Teacher, Usage
 
 BLOCKED_NAMES = ("kill", "exit", "quit", "remove", "unlink", "popen", "Popen", "run")  # BFCL's executor refuses these
@@ -116,6 +116,35 @@ def _tools(functions: list[dict[str, Any]], category: str) -> list[FunctionSpec]
     ]
 
 
+def result_as_stored(sent: dict[str, Any], mode: str) -> Any:
+    """What BFCL's OpenAIHandler stores for an answer (``_parse_query_response_FC`` / ``_prompting``):
+    in FC mode ``[{name: arguments}]`` with the arguments string as sent ("" and invalid JSON
+    included), as soon as ``tool_calls`` is a list (an empty one too); otherwise the content."""
+    if mode == "fc":
+        try:
+            return [{call["function"]["name"]: call["function"]["arguments"]} for call in sent["tool_calls"]]
+        except (KeyError, TypeError):  # BFCL: any failure there (no or malformed tool_calls) -> content
+            pass
+    return sent.get("content")
+
+
+def message_as_sent(sent: dict[str, Any]) -> Message:
+    """The assistant message for the history, as BFCL re-sends the model's own message object:
+    tool-call arguments travel as the exact text the model sent. ``orjson.Fragment`` holds that
+    text; ``wire.call_to_wire`` serializes arguments with orjson, which writes a Fragment
+    verbatim (so "" stays "" and invalid JSON stays as it was)."""
+    calls = []
+    for i, raw in enumerate(sent.get("tool_calls") or []):
+        fn = raw.get("function") if isinstance(raw, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            continue  # nothing BFCL could decode either: its decoder fails on this answer
+        args = fn.get("arguments")
+        arguments = orjson.Fragment(args) if isinstance(args, str) else args if isinstance(args, dict) else {}
+        calls.append(ToolCall(name=fn["name"], arguments=arguments, id=str(raw.get("id") or f"call_{i}")))
+    content = sent.get("content")
+    return Message(role="assistant", content=content if isinstance(content, str) else None, tool_calls=calls)
+
+
 class Conversation:
     """The chat history of one entry in one mode, built as BFCL's OpenAIHandler builds it."""
 
@@ -152,16 +181,24 @@ class Conversation:
     def add_user(self, raw_messages: list[dict[str, Any]]) -> None:
         self.messages.extend(_to_message(m) for m in raw_messages)
 
-    def add_answer(self, message: Message) -> Any:
-        """Append the assistant message; return BFCL's raw result for it (what its decoders take)."""
+    def add_answer(self, message: Message, sent: dict[str, Any] | None = None) -> Any:
+        """Append the assistant message; return BFCL's raw result for it (what its decoders take).
+
+        ``sent`` is the message as the server sent it (HTTP teachers): the result is then what
+        BFCL's OpenAIHandler stores, byte for byte; teachers without a wire format get the same
+        shape built from the parsed message."""
+        if sent is not None:
+            self.messages.append(message_as_sent(sent))
+            return result_as_stored(sent, self.mode)
         self.messages.append(message)
         if self.mode == "fc" and message.tool_calls:
             return [{c.name: json.dumps(c.arguments)} for c in message.tool_calls]
         return message.content or ""
 
-    def add_results(self, message: Message, calls: list[str], outputs: list[str]) -> None:
+    def add_results(self, calls: list[str], outputs: list[str]) -> None:
         if self.mode == "fc":
-            for i, (call, output) in enumerate(zip(message.tool_calls, outputs)):
+            # one tool message per call of the answer just added, answered by its id (BFCL zips them alike)
+            for i, (call, output) in enumerate(zip(self.messages[-1].tool_calls, outputs)):
                 # the wire format names an id-less call "call_<i>"; answer it under the same id
                 self.messages.append(Message(role="tool", content=output, tool_call_id=call.id or f"call_{i}"))
         else:
@@ -186,28 +223,29 @@ class EntryRunner:
     def close(self) -> None:
         forget_model(self.decoder_name)
 
-    async def _ask(self, convo: Conversation, usage: dict[str, list[Any]]) -> Message:
+    async def _ask(self, convo: Conversation, usage: dict[str, list[Any]]) -> Any:
+        """Ask the model; add its answer to ``convo``; return BFCL's raw result for it."""
         started = time.monotonic()
         try:
             completion: Completion = await self.teacher.chat(
                 convo.messages, convo.tools, temperature=self.temperature, max_tokens=self.max_tokens
             )
-            message, prompt_tokens, completion_tokens = completion.message, completion.usage.prompt_tokens, completion.usage.completion_tokens
+            message, sent, spent = completion.message, completion.wire_message, completion.usage
         except BadAnswer as err:
-            # A truncated or unparsable reply is still the model's answer to BFCL (its decoder
-            # then fails and the turn ends), not an inference error; its tokens were still spent.
-            spent = err.usage or Usage()
-            message, prompt_tokens, completion_tokens = Message(role="assistant", content=err.text), spent.prompt_tokens, spent.completion_tokens
-        usage["input"].append(prompt_tokens)
-        usage["output"].append(completion_tokens)
+            # A truncated or unparsable reply (tool-call arguments that are not JSON) is still the
+            # model's answer to BFCL (its decoder then fails and the turn ends), not an inference
+            # error; its tokens were still spent.
+            message, sent, spent = Message(role="assistant", content=err.text), err.wire_message, err.usage or Usage()
+        usage["input"].append(spent.prompt_tokens)
+        usage["output"].append(spent.completion_tokens)
         usage["latency"].append(round(time.monotonic() - started, 4))
-        return message
+        return convo.add_answer(message, sent)
 
     async def single_turn(self, entry: dict[str, Any]) -> dict[str, Any]:
         convo = Conversation(entry, self.mode)
         convo.add_user(convo.entry["question"][0])
         usage: dict[str, list[Any]] = {"input": [], "output": [], "latency": []}
-        raw = convo.add_answer(await self._ask(convo, usage))
+        raw = await self._ask(convo, usage)
         return {"id": entry["id"], "result": raw, "input_token_count": usage["input"][0],
                 "output_token_count": usage["output"][0], "latency": usage["latency"][0]}
 
@@ -234,14 +272,13 @@ class EntryRunner:
             step_usage: dict[str, list[Any]] = {"input": [], "output": [], "latency": []}
             force_quit = False
             while True:
-                message = await self._ask(convo, step_usage)
-                raw = convo.add_answer(message)
+                raw = await self._ask(convo, step_usage)
                 responses.append(raw)
                 calls = self._decode(raw)
                 if not calls:
                     break
                 outputs = [apis.execute(c) for c in calls]
-                convo.add_results(message, calls, outputs)
+                convo.add_results(calls, outputs)
                 if len(responses) > MAXIMUM_STEP_LIMIT:
                     force_quit = True
                     break

@@ -11,9 +11,11 @@ from the score file the runner writes.
 Two places of BFCL's pipeline run Python's ``eval``: the prompt decoder evaluates arithmetic
 (``BinOp``) argument values, and the multi-turn checker evaluates each decoded call string to
 execute it on the API instances. Model text must never be executed, so the handler here
-(1) refuses, as a decode error, any output whose arithmetic is not a small numeric expression,
-and (2) hands the checker only call strings that parse as calls of a public method of BFCL's
-API classes with literal (or nested such call) arguments; any other call string is replaced by
+(1) decodes prompt-mode Python answers with BFCL's own code (``resolve_ast_call``) on a syntax
+tree in which every ``BinOp`` BFCL would ``eval`` was replaced by its value from
+``arithmetic.evaluate`` (literal arithmetic only; anything else is a decode error), and
+(2) hands the checker only call strings that parse as calls of a public method of BFCL's API
+classes with literal (or nested such call) arguments; any other call string is replaced by
 ``REFUSED_CALL``, a call of a name that exists nowhere, which BFCL's executor reports as an
 execution error without touching state -- the same outcome it gives any unknown function.
 """
@@ -29,11 +31,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.bfcl import arithmetic
 from bench.bfcl.data import Dataset, ModelConfig, category_of, ensure_bfcl, is_multi_turn, is_relevance, language_of, model_config_mapping
 
 REFUSED_CALL = "magnet_refused_call()"
-_ARITH_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
-_MAX_EXPONENT = 64
 
 
 @functools.cache
@@ -56,34 +57,48 @@ def api_methods() -> frozenset[str]:
 # -- guards ----------------------------------------------------------------------------------
 
 
-def _small_arithmetic(node: ast.AST) -> bool:
-    """True for the numeric expressions BFCL's decoder may safely evaluate (``1/3``, ``-2*4.5``)."""
-    if isinstance(node, ast.Constant):
-        return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        return _small_arithmetic(node.operand)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, _ARITH_OPS):
-        if isinstance(node.op, ast.Pow):
-            exp = node.right
-            if not (isinstance(exp, ast.Constant) and isinstance(exp.value, (int, float)) and abs(exp.value) <= _MAX_EXPONENT):
-                return False
-        return _small_arithmetic(node.left) and _small_arithmetic(node.right)
-    return False
+def _fold(node: ast.AST) -> ast.AST:
+    """Replace each ``BinOp`` that BFCL's ``resolve_ast_by_type`` would ``eval`` by its value.
+
+    Follows that function's recursion exactly: keyword values of calls, list and tuple elements,
+    dict keys and values. It never looks inside what BFCL keeps as text or rejects (positional
+    arguments, a keyword-less call, which it unparses; a UnaryOp, whose operand it reads as a
+    constant), so those are left as BFCL leaves them."""
+    if isinstance(node, ast.BinOp):
+        return ast.Constant(value=arithmetic.evaluate(node))
+    if isinstance(node, ast.Lambda):
+        # BFCL's lambda branch evals ``value.body[0]``, which fails on any lambda: a decode error either way
+        raise arithmetic.Refused(f"refused: {ast.unparse(node)[:80]!r} is a lambda")
+    if isinstance(node, ast.Call):
+        for keyword in node.keywords:
+            keyword.value = _fold(keyword.value)
+    elif isinstance(node, (ast.List, ast.Tuple)):
+        node.elts = [_fold(e) for e in node.elts]
+    elif isinstance(node, ast.Dict):
+        node.keys = [k if k is None else _fold(k) for k in node.keys]
+        node.values = [_fold(v) for v in node.values]
+    return node
 
 
-def refuse_evaluated_expressions(text: Any) -> None:
-    """Raise ValueError if BFCL's prompt decoder would ``eval`` anything but small arithmetic."""
-    if not isinstance(text, str):
-        return
-    cleaned = text.strip("`\n ")
-    cleaned = ("[" if not cleaned.startswith("[") else "") + cleaned + ("]" if not cleaned.endswith("]") else "")
-    try:
-        tree = ast.parse(cleaned.strip("[]'"), mode="eval")  # the same string BFCL's ast_parse parses
-    except (SyntaxError, ValueError):
-        return  # BFCL's own parse fails the same way before evaluating anything
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Lambda) or (isinstance(node, ast.BinOp) and not _small_arithmetic(node)):
-            raise ValueError(f"refused: {ast.unparse(node)[:80]!r} is an expression BFCL's decoder would evaluate")
+def decode_python_prompting(result: Any) -> list[dict[str, Any]]:
+    """BFCL's ``default_decode_ast_prompting`` for Python (the same statements, the same
+    exceptions) with ``arithmetic.evaluate`` in place of its ``eval``."""
+    from bfcl_eval.model_handler.utils import resolve_ast_call
+
+    result = result.strip("`\n ")
+    if not result.startswith("["):
+        result = "[" + result
+    if not result.endswith("]"):
+        result = result + "]"
+    parsed = ast.parse(result.strip("[]'"), mode="eval")
+    if isinstance(parsed.body, ast.Call):
+        return [resolve_ast_call(_fold(parsed.body))]
+    extracted = []
+    for elem in parsed.body.elts:  # AttributeError when the body is no list, as in BFCL
+        if not isinstance(elem, ast.Call):
+            raise AssertionError  # BFCL asserts it (a bare AssertionError)
+        extracted.append(resolve_ast_call(_fold(elem)))
+    return extracted
 
 
 def _literal_or_api_call(node: ast.AST) -> bool:
@@ -118,6 +133,7 @@ def _handler_class() -> type:
     from bfcl_eval.model_handler.api_inference.openai import OpenAIHandler
     from bfcl_eval.model_handler.base_handler import BaseHandler
     from bfcl_eval.model_handler.model_style import ModelStyle
+    from bfcl_eval.model_handler.utils import decoded_output_to_execution_list
 
     class GuardedOpenAIHandler(OpenAIHandler):
         """BFCL's OpenAI handler (prompt or FC decoding by ``is_fc_model``) without its API client."""
@@ -129,13 +145,13 @@ def _handler_class() -> type:
 
         def decode_ast(self, result, language="Python"):
             if not self.is_fc_model and language == "Python":
-                refuse_evaluated_expressions(result)
+                return decode_python_prompting(result)
             return super().decode_ast(result, language)
 
         def decode_execute(self, result):
-            if not self.is_fc_model:
-                refuse_evaluated_expressions(result)
-            return [c if checked_call(c) is not None else REFUSED_CALL for c in super().decode_execute(result)]
+            # BFCL's default_decode_execute_prompting is its Python AST decode turned into call strings
+            calls = decoded_output_to_execution_list(decode_python_prompting(result)) if not self.is_fc_model else super().decode_execute(result)
+            return [c if checked_call(c) is not None else REFUSED_CALL for c in calls]
 
     return GuardedOpenAIHandler
 

@@ -89,22 +89,8 @@ async def engine_generate(entries: list[dict[str, Any]], teacher: Any, mode: str
         await teacher.aclose()
 
 
-def normalized(result: Any) -> Any:
-    """A result with FC tool-call arguments parsed: servers differ only in their JSON spacing."""
-    if isinstance(result, list):
-        return [normalized(item) for item in result]
-    if isinstance(result, dict) and len(result) == 1:
-        (name, args), = result.items()
-        if isinstance(args, str):
-            try:
-                return {name: json.loads(args)}
-            except json.JSONDecodeError:
-                return result
-    return result
-
-
 def _side(rows: list[dict[str, Any]], wall: float, dataset: Dataset, mode: str, score_dir: Path) -> dict[str, Any]:
-    from bench.bfcl.report import count_tokens, paper_columns
+    from bench.bfcl.report import category_sizes, count_tokens, paper_columns
     from bench.bfcl.scoring import score_results
 
     scores = score_results(rows, dataset, mode, score_dir)
@@ -113,7 +99,7 @@ def _side(rows: list[dict[str, Any]], wall: float, dataset: Dataset, mode: str, 
             "prompt_tokens": prompt, "completion_tokens": completion,
             "completion_tokens_per_s": round(completion / wall, 2), "total_tokens_per_s": round((prompt + completion) / wall, 2),
             "errors": sum(1 for r in rows if isinstance(r["result"], str) and r["result"].startswith("Error during inference")),
-            "categories": scores["categories"], "columns": paper_columns(scores["categories"])}
+            "categories": scores["categories"], "columns": paper_columns(scores["categories"], category_sizes(dataset))}
 
 
 @contextlib.asynccontextmanager
@@ -159,8 +145,8 @@ async def _serve_and_run(args: argparse.Namespace, dataset: Dataset, work: Path)
         theirs = await asyncio.to_thread(bfcl_generate, dataset.entries, base_url=base_url, served_model=served,
                                          mode=args.mode, threads=args.concurrency, result_dir=work / "bfcl_result")
         theirs_wall = time.monotonic() - started
-    mine = {r["id"]: normalized(r["result"]) for r in ours}
-    same = sum(1 for r in theirs if mine.get(r["id"]) == normalized(r["result"]))
+    mine = {r["id"]: r["result"] for r in ours}  # both store what the server sent, byte for byte
+    same = sum(1 for r in theirs if mine.get(r["id"]) == r["result"])
     result = {
         "benchmark": f"{dataset.describe()}, " + (f"first {args.limit} entries of each category" if args.limit else "all entries")
                      + f" ({len(dataset.entries)} entries)",

@@ -151,7 +151,7 @@ class OpenAIHTTPTeacher:
         if status >= 500 or status in (408, 409):
             raise RetryableError(f"{self.url} answered {status}: {message}", retry_after=retry_after_seconds(headers) if "retry-after" in headers else None, status=status)
         hint = _FATAL_HINT.get(status, "the server refused the request").replace("${env}", self._api_key_env)
-        raise FatalTeacherError(f"{self.url} answered {status} for model {self.model!r}: {message} -- {hint}")
+        raise FatalTeacherError(f"{self.url} answered {status} for model {self.model!r}: {message} -- {hint}", status=status)
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
