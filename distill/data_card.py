@@ -51,7 +51,8 @@ def token_counter(tokenizer: str, mode: str = "prompt") -> Lengths | None:
     def count(traj: Trajectory) -> int:
         segment = render(traj, mode)[-1]  # the last segment holds the whole conversation
         tools = [t.to_openai_tool() for t in segment.tools] or None
-        return len(tok.apply_chat_template(template_messages(segment.messages), tools=tools, tokenize=True))
+        text = tok.apply_chat_template(template_messages(segment.messages), tools=tools, tokenize=False)
+        return len(tok(text, add_special_tokens=False)["input_ids"])
 
     return count
 

@@ -30,7 +30,7 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     irrelevance: Annotated[int, Doc(description="irrelevance positives to store (only unrelated functions offered); used when paths = 0")] = 0
     draw_factor: Annotated[float, Doc(description=(
         "at most this many paths drawn per positive wanted, per stratum; a stratum that still falls short is "
-        "reported as unfilled with where its paths died"))] = 4.0
+        "reported as unfilled with where its paths died"))] = 8.0
     path_options: Annotated[dict[str, Any], Doc(description="extra fields of graph.paths_config.PathConfig (walk length, p_merge, ...)")] = {}
     seed: Annotated[int, Doc(description="seed of path sampling, toolkit state, tool-order shuffling and teacher sampling")] = 0
     concurrency: Annotated[int, Doc(description="paths worked on at once (each is a conversation of many dependent calls)")] = 16

@@ -37,7 +37,7 @@ from graph.toolkit import ToolPool, ToolRuntime
 # Queries a broken or placeholder author writes: they carry no request.
 _PLACEHOLDER = re.compile(r"^\W*(the )?(user'?s? )?(message|query|request|question|text|input)\W*$|^\w+_query$", re.I)
 QUERY_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"], "additionalProperties": False}
-_ENV_CHARS = 1200
+_ENV_CHARS = 1200  # per toolkit: a turn over three toolkits shows each one's ids
 _OUT_CHARS = 1500
 
 
@@ -109,14 +109,16 @@ def output_values(outputs: list[Any]) -> dict[str, list[Any]]:
     return found
 
 
-def bind_outputs(call: ToolCall, earlier: list[Any]) -> ToolCall:
+def bind_outputs(call: ToolCall, earlier: list[Any], stated: str = "") -> ToolCall:
     """Take a parameter's value from an earlier output field of the same (specific) name when the
     model's value is none of that field's values: ids and tokens copied from outputs are where
-    models slip, and the data flow is known exactly."""
+    models slip, and the data flow is known exactly. A value the query ``stated`` is kept: the
+    user asked for that one (a new device, 90 minutes), not the one an output showed."""
     values = output_values(earlier)
+    said = Context([stated])
     args = dict(call.arguments)
     for name, value in call.arguments.items():
-        if name in GENERIC or name not in values or value in values[name]:
+        if name in GENERIC or name not in values or value in values[name] or (value not in ("", None) and said.holds(value)):
             continue
         args[name] = values[name][0]
     return ToolCall(name=call.name, arguments=args)
@@ -224,7 +226,7 @@ class Translator:
         last = next((t for t in reversed(done) if t.calls), None)
         last_round = (f"Calls: {format_bfcl(last.calls)}\nOutputs: {clip(last.outputs, _OUT_CHARS)}" if last else "(none)")
         kits = {self.pool.toolkit_of(s.name) for s in specs}
-        env = clip({k: v for k, v in runtime.snapshot().items() if k in kits}, _ENV_CHARS)
+        env = clip({k: v for k, v in runtime.snapshot().items() if k in kits}, _ENV_CHARS * len(kits))
         prompt = self.prompts.render(
             "back_translation", functions="\n".join(describe(s) for s in specs), history=convo,
             last_round=last_round, environment=env, extra_rules="")
@@ -264,7 +266,8 @@ class Translator:
                 call = validate_call(call, by_name)
             except ArgumentError as err:
                 raise BadAnswer(f"forth translation: {err}: {quote(text)!r}", text=text) from None
-            call = bind_outputs(call, earlier + outputs)
+            # Outputs of this turn's earlier calls of the same function are siblings of a parallel call, not its sources.
+            call = bind_outputs(call, earlier + [o for c, o in zip(done, outputs) if c.name != call.name], query)
             if call in done:
                 raise BadAnswer(f"forth translation repeats the call {call.name} with the same arguments; each call of "
                                 f"a turn must differ: {quote(text)!r}", text=text)

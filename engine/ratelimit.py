@@ -8,6 +8,17 @@ style within [1, max_concurrency]: halved once per 429 episode, +1 per window of
 A request limit is also kept over every rolling minute (``RollingWindow``), since servers
 that count a rolling window see a bucket's catch-up burst after a stall as an overrun.
 
+A server that sends no ``x-ratelimit-*`` headers (many proxies and providers answer a 429 with
+only Retry-After) still has a request rate, and concurrency cannot express it: at 1,200 RPM and
+50 ms answers, one request in flight already sends faster than the limit. So each 429 episode
+*measures* the rate the server let through: requests sent over the last minute minus those it
+refused, spread over that span plus the Retry-After it asks for (a rolling window exhausted by a
+burst in 2 s answers "retry after 58 s": 1,200 / (2 + 58) s is 1,200 per minute, where a server
+that limits per second would have answered "1 s"). That estimate drives the request bucket and
+the rolling window like a configured RPM (a configured RPM stays the ceiling); while it holds
+senders back it creeps up by ``RATE_GROWTH_PER_MIN`` of itself per minute, so a raised limit is
+found again, and a 429 that the measure cannot explain cuts it multiplicatively (``RATE_BACKOFF``).
+
 Until the first reply arrives only one request is in flight, so limits announced in headers
 are known before the first burst. A 429 pauses *every* sender until its Retry-After has passed, so a retry re-enters here and
 waits like any new request: nothing is retried blindly below the limiter.
@@ -29,6 +40,14 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _durations: dict[str, float | None] = {}
 _MAX_PAUSE_S = 60.0  # never trust a header to stop us for longer than one rate window
+RATE_WINDOW_S = 60.0  # requests per minute: the span a 429-learned rate is measured over
+# A 429-learned rate grows by this fraction of itself per minute spent at it: one success adds this
+# many requests per minute. Slow enough that the server's rolling count (which lags our rate by
+# half a window) overshoots the limit by ~1% before the next 429 re-measures it.
+RATE_GROWTH_PER_MIN = 0.03
+# A 429 although at least the current estimate got through in the last minute: the limit fell,
+# or other clients share it.
+RATE_BACKOFF = 0.9
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -108,23 +127,24 @@ class TokenBucket:
 class RollingWindow:
     """At most 99% of ``per_minute`` sends in any 60 s: what a server counting a rolling minute
     allows. The bucket alone cannot promise it (a stall refills the bucket, and the catch-up
-    burst lands in the same minute as the sends before the stall)."""
+    burst lands in the same minute as the sends before the stall). Without a limit (None) it only
+    keeps the last minute's send times, from which a 429 measures the rate the server allows."""
 
     __slots__ = ("cap", "sent")
 
-    def __init__(self, per_minute: float):
-        self.cap = 1
+    def __init__(self, per_minute: float | None):
+        self.cap: int | None = None
         self.set_limit(per_minute)
         self.sent: deque[float] = deque()
 
-    def set_limit(self, per_minute: float) -> None:
-        self.cap = max(1, int(per_minute * 0.99))
+    def set_limit(self, per_minute: float | None) -> None:
+        self.cap = max(1, int(per_minute * 0.99)) if per_minute else None
 
     def wait(self, now: float) -> float:
-        sent = self.sent
-        while sent and sent[0] <= now - 60.0:
+        sent, cap = self.sent, self.cap
+        while sent and sent[0] <= now - RATE_WINDOW_S:
             sent.popleft()
-        return sent[len(sent) - self.cap] + 60.0 - now if len(sent) >= self.cap else 0.0
+        return sent[len(sent) - cap] + RATE_WINDOW_S - now if cap is not None and len(sent) >= cap else 0.0
 
 
 class Limiter:
@@ -138,7 +158,12 @@ class Limiter:
         self.configured = {"requests": rpm, "tokens": tpm, "input": tpm_in, "output": tpm_out}
         self.learned: dict[str, float] = {}
         self.requests = TokenBucket(rpm, now) if rpm else None
-        self.window = RollingWindow(rpm) if rpm else None
+        self.window = RollingWindow(rpm)
+        self.estimated: float | None = None  # requests per minute measured from 429s (see the module doc)
+        self.rate_bound = False  # whether the last grant had to wait for the request rate
+        self._rate_wait = 0.0
+        self._first_send: float | None = None
+        self._refused: deque[float] = deque()  # times of the last minute's 429s
         self.tokens = TokenBucket(tpm, now) if tpm else None
         self.input = TokenBucket(tpm_in, now) if tpm_in else None
         self.output = TokenBucket(tpm_out, now) if tpm_out else None
@@ -157,11 +182,12 @@ class Limiter:
 
     def _delay(self, est_in: int, est_out: int, now: float) -> float:
         delay = self.paused_until - now
-        if self.requests is not None:
-            if (w := self.requests.wait(1, now)) > delay:
-                delay = w
-            if self.window is not None and (w := self.window.wait(now)) > delay:
-                delay = w
+        rate = self.window.wait(now)
+        if self.requests is not None and (w := self.requests.wait(1, now)) > rate:
+            rate = w
+        self._rate_wait = rate
+        if rate > delay:
+            delay = rate
         if self.tokens is not None and (w := self.tokens.wait(est_in + est_out, now)) > delay:
             delay = w
         if self.input is not None and (w := self.input.wait(est_in, now)) > delay:
@@ -172,10 +198,11 @@ class Limiter:
 
     def _take(self, est_in: int, est_out: int, now: float) -> None:
         self.in_flight += 1
+        self.window.sent.append(now)
+        if self._first_send is None:
+            self._first_send = now
         if self.requests is not None:
             self.requests.level -= 1
-            if self.window is not None:
-                self.window.sent.append(now)
         if self.tokens is not None:
             self.tokens.level -= est_in + est_out
         if self.input is not None:
@@ -188,9 +215,11 @@ class Limiter:
         if not self._lock.locked() and self.in_flight < self.slots:
             now = self.clock()
             if self._delay(est_in, est_out, now) <= 0:
+                self.rate_bound = False
                 self._take(est_in, est_out, now)
                 return
         async with self._lock:
+            bound = False
             while True:
                 if self.in_flight >= self.slots:
                     self._slot = asyncio.get_running_loop().create_future()
@@ -199,8 +228,10 @@ class Limiter:
                 now = self.clock()
                 delay = self._delay(est_in, est_out, now)
                 if delay > 0:
+                    bound = bound or self._rate_wait > 0
                     await self.sleep(delay)
                     continue
+                self.rate_bound = bound
                 self._take(est_in, est_out, now)
                 return
 
@@ -223,22 +254,59 @@ class Limiter:
     # -- feedback --------------------------------------------------------------------------
 
     def on_success(self) -> None:
-        """Additive increase: +1 slot per window of successes."""
+        """Additive increase: +1 slot per window of successes; a 429-learned rate creeps up while it binds."""
         if self.concurrency < self.max_concurrency:
             self.concurrency = min(self.max_concurrency, self.concurrency + 1.0 / self.concurrency)
             self.slots = int(self.concurrency)
+        # Only while the rate holds senders back: below it, a success is no evidence of more room.
+        if self.rate_bound and self.estimated is not None and "requests" not in self.learned:
+            self._apply_estimate(self.estimated + RATE_GROWTH_PER_MIN)
 
     def on_rate_limited(self, retry_after: float | None) -> None:
-        """A 429: pause every sender until Retry-After, halve concurrency once per episode."""
+        """A 429: pause every sender until Retry-After; once per episode halve concurrency and,
+        unless headers announce the limit, measure the request rate the server allows."""
         now = self.clock()
         wait = min(retry_after if retry_after is not None else 1.0, _MAX_PAUSE_S)
         self.paused_until = max(self.paused_until, now + wait)
+        self._refused.append(now)
         if now >= self._next_decrease:
             self.concurrency = max(1.0, self.concurrency / 2.0)
             self.slots = int(self.concurrency)
             self._next_decrease = self.paused_until
+            if "requests" not in self.learned:
+                self._measure_rate(now, wait)
         if self.requests is not None:
+            # Empty, and saving nothing up during the pause: a full bucket after it would burst into
+            # a window that has only just begun to free up.
             self.requests.clamp(0.0)
+            self.requests.stamp = max(self.requests.stamp, self.paused_until)
+
+    def _measure_rate(self, now: float, wait: float) -> None:
+        """The requests per minute the server let through up to this 429 (see the module doc)."""
+        self.window.wait(now)  # drops sends older than the window
+        refused = self._refused
+        while refused[0] <= now - RATE_WINDOW_S:
+            refused.popleft()
+        admitted = len(self.window.sent) - len(refused)
+        span = min(now - self._first_send, RATE_WINDOW_S) if self._first_send is not None else 0.0
+        measured = admitted * 60.0 / (span + wait) if admitted > 0 and span + wait > 0 else None
+        current = self.estimated
+        if measured is not None and (current is None or measured < current):
+            self._apply_estimate(measured)
+        elif current is not None:
+            self._apply_estimate(current * RATE_BACKOFF)
+
+    def _apply_estimate(self, per_minute: float) -> None:
+        configured = self.configured["requests"]
+        per_minute = max(min(per_minute, configured) if configured else per_minute, 1.0)
+        self.estimated = per_minute
+        now = self.clock()
+        if self.requests is None:
+            self.requests = TokenBucket(per_minute, now, level=0.0)
+        else:
+            self.requests.refill(now)
+            self.requests.set_limit(per_minute)
+        self.window.set_limit(per_minute)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Learn limits from ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers."""
@@ -267,15 +335,16 @@ class Limiter:
         if bucket is None:
             bucket = TokenBucket(per_minute, now, level=left if left is not None else None)
             setattr(self, kind, bucket)
-            if kind == "requests":
-                self.window = RollingWindow(per_minute)
-                if left is not None:  # what the server already counts (our probe, other clients) fills the window too
-                    self.window.sent.extend([now] * min(max(int(learned - left), 0), self.window.cap))
         elif self.learned.get(kind) != learned:
             bucket.refill(now)
             bucket.set_limit(per_minute)
-            if kind == "requests" and self.window is not None:
-                self.window.set_limit(per_minute)
+        if kind == "requests" and kind not in self.learned:
+            window = self.window
+            window.set_limit(per_minute)
+            if left is not None:  # what the server already counts beyond our own sends (other clients) fills the window too
+                window.sent.extend([now] * min(max(int(learned - left) - len(window.sent), 0), window.cap))
+        elif kind == "requests" and self.learned[kind] != learned:
+            self.window.set_limit(per_minute)
         self.learned[kind] = learned
         if left is None:
             return
@@ -294,4 +363,5 @@ class Limiter:
             "limits_per_min": {k: round(b.rate * 60 / 0.99, 1) for k in ("requests", "tokens", "input", "output")
                                if (b := getattr(self, k)) is not None},
             "learned": dict(self.learned),
+            "estimated_rpm": round(self.estimated, 1) if self.estimated is not None else None,
         }

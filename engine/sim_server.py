@@ -60,6 +60,9 @@ class Faults(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     retry_after_s: Annotated[float, _p("Retry-After of a 429 forced by the script", gt=0)] = 1.0
     model: Annotated[str, _p("model name reported by /v1/models and in answers")] = "sim"
     window_s: Annotated[float, _p("length of the rolling rate-limit window (60 = per minute)", gt=0)] = 60.0
+    rate_headers: Annotated[Literal["full", "retry-after"], _p("what tells clients the rate limit: x-ratelimit-* headers and "
+                                                               "retry-after-ms (full), or only a 429's Retry-After in whole seconds, "
+                                                               "as many proxies and providers send")] = "full"
 
 
 class _State:
@@ -116,7 +119,7 @@ class _State:
 
     def limit_headers(self, now: float) -> dict[str, str]:
         f = self.faults
-        if f.rpm is None:
+        if f.rpm is None or f.rate_headers == "retry-after":
             return {}
         remaining = max(f.rpm - len(self.window), 0)
         reset = (self.window[0] + f.window_s - now) if self.window else 0.0
@@ -140,7 +143,9 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         return _error(401, "invalid_api_key", f"Incorrect API key provided: {token}.", headers={})
     if kind == "429":
-        headers = state.limit_headers(now) | {"retry-after": str(max(1, math.ceil(wait))), "retry-after-ms": str(max(1, round(wait * 1000)))}
+        headers = state.limit_headers(now) | {"retry-after": str(max(1, math.ceil(wait)))}
+        if state.faults.rate_headers == "full":
+            headers["retry-after-ms"] = str(max(1, round(wait * 1000)))
         return _error(429, "rate_limit_exceeded", "Rate limit reached for requests; please retry after the given time.", headers)
     headers = state.limit_headers(now)
     try:
@@ -303,7 +308,7 @@ def main(argv: list[str]) -> int:
         elif field.name == "latency_dist":
             parser.add_argument(flag, default=field.default, choices=["fixed", "exp", "lognormal"], help=help_)
         else:
-            kind = {"rpm": int, "seed": int, "model": str}.get(field.name, float)
+            kind = {"rpm": int, "seed": int, "model": str, "rate_headers": str}.get(field.name, float)
             parser.add_argument(flag, type=kind, default=field.default, help=help_)
     args = vars(parser.parse_args(argv))
     host, port = args.pop("host"), args.pop("port")

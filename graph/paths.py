@@ -140,6 +140,20 @@ class PathSampler:
         self.out = [tuple(index[v] for v in graph.successors(n)) for n in self.names]
         self.nested = [tuple(index[v] for v in graph.successors(n) if graph.edges[n, v].get("nested")) for n in self.names]
         self.starts = [i for i, o in enumerate(self.out) if o] or list(range(len(self.names)))
+        # Values only a call can issue (a login's token): a path needing one starts with the call that
+        # issues it, and single-turn kinds draw from functions that need none.
+        suffix = self.config.issued_suffix
+        self.issued = [tuple(p for p in req if suffix and p.endswith(suffix)) for req in self.required]
+        self.issues: list[set[str]] = [set() for _ in self.names]
+        self.issuer: dict[str, int] = {}
+        for u, v, data in graph.edges(data=True):
+            for field in data.get("fields", ()):
+                target = field.split("->")[-1]
+                if target in self.issued[index[v]]:
+                    self.issues[index[u]].add(target)
+                    if not self.issued[index[u]]:  # a login: needs no issued value itself
+                        self.issuer.setdefault(f"{self.toolkit[index[v]]}:{target}", index[u])
+        self.plain = [i for i in range(len(self.names)) if not self.issued[i]] or list(range(len(self.names)))
         groups: dict[str, list[int]] = {}
         for i, tk in enumerate(self.toolkit):
             groups.setdefault(tk, []).append(i)
@@ -194,14 +208,14 @@ class PathSampler:
     # --- single-turn kinds ---------------------------------------------------------------
 
     def _single(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
-        return [PathTurn(functions=[self.names[rng.randrange(len(self.names))]])], [], []
+        return [PathTurn(functions=[self.names[rng.choice(self.plain)]])], [], []
 
     def _parallel(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
-        f = self.names[rng.randrange(len(self.names))]
+        f = self.names[rng.choice(self.plain)]
         return [PathTurn(functions=[f] * rng.randint(*self.config.parallel_calls))], [], []
 
     def _multiple(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
-        f = rng.randrange(len(self.names))
+        f = rng.choice(self.plain)
         offered = rng.randint(*self.config.multiple_choices)
         others = self._pick_near(rng, f, max(1, offered - 1))
         return [PathTurn(functions=[self.names[f]])], [], [self.names[g] for g in others]
@@ -209,8 +223,9 @@ class PathSampler:
     def _parallel_multiple(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
         lo, hi = self.config.parallel_multiple_calls
         calls = rng.randint(max(2, lo), hi)
-        f = rng.randrange(len(self.names))
-        distinct = [f] + self._pick_near(rng, f, rng.randint(1, calls - 1))
+        f = rng.choice(self.plain)
+        issuing = {g for g in range(len(self.names)) if self.issued[g]}
+        distinct = [f] + self._pick_near(rng, f, rng.randint(1, calls - 1), exclude=issuing)
         counts = [1] * len(distinct)
         for _ in range(calls - len(distinct)):
             counts[rng.randrange(len(distinct))] += 1
@@ -323,6 +338,27 @@ class PathSampler:
             h += 1
         return turns
 
+    def logins(self, turns: list[list[int]], ops: list[str]) -> list[list[int]]:
+        """Before a call that needs an issued value no earlier call of the path issued, put the login
+        that issues it, in the same turn: a user cannot state a session token, a login call can."""
+        used = {f for t in turns for f in t}
+        have: set[str] = set()
+        out = []
+        for turn in turns:
+            new: list[int] = []
+            for f in turn:
+                for p in self.issued[f]:
+                    g = self.issuer.get(f"{self.toolkit[f]}:{p}")
+                    if p not in have and g is not None and g not in used:
+                        new.append(g)
+                        used.add(g)
+                        have |= self.issues[g]
+                        ops.append("login")
+                new.append(f)
+                have |= self.issues[f]
+            out.append(new)
+        return out
+
     def split(self, rng: PathRng, turns: list[PathTurn], ops: list[str], p_miss_param: float | None = None) -> list[PathTurn]:
         """Add one empty turn before a random turn: that turn's function withheld, or one of its required values."""
         p_miss_param = self.config.p_miss_param if p_miss_param is None else p_miss_param
@@ -348,6 +384,7 @@ class PathSampler:
             ops = ["walk"]
             turns = self.merge(rng, [[f] for f in self.walk(rng)], ops)
             turns = self.insert(rng, turns, ops, force.get("p_insert"), force.get("p_long"))
+            turns = self.logins(turns, ops)
             path = [PathTurn(functions=[self.names[f] for f in t]) for t in turns]
             if rng.random() < force.get("p_split", cfg.p_split):
                 path = self.split(rng, path, ops, force.get("p_miss_param"))

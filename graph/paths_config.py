@@ -62,7 +62,10 @@ class PathConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     multi_turn_distractors: Annotated[_Range0, Meta(description=(
         "[min, max] functions of the path's toolkits offered besides the path's own in a multi_turn path "
         "(BFCL offers whole API classes; a few keep sequences within a training length)"))] = msgspec.field(
-        default_factory=lambda: [1, 3])
+        default_factory=lambda: [0, 2])
+    issued_suffix: Annotated[str, Meta(description=(
+        "a required parameter whose name ends so (a session token) holds a value only a call issues: multi_turn "
+        "paths get the login that issues it, single-turn kinds avoid functions that need one; empty = off"))] = "_token"
     multi_turn_mixture: Annotated[dict[str, Annotated[float, Meta(ge=0.0)]], Meta(description=(
         "stratified runs: shares of the multi_turn variants base (walk + Merge), nested (an Insert joins a "
         "turn), long (an Insert becomes a later turn), miss_func and miss_param (a Split); BFCL's multi-turn "

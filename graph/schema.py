@@ -7,9 +7,13 @@ Three jobs, all pure functions:
   so the dependency matcher can pair an output field of one function with a parameter of
   another.
 - ``parse_docstring`` reads the summary, ``Args:`` and ``Returns:`` sections.
-- ``validate_arguments`` checks a call's arguments against a parameters schema with *safe*
-  coercion only ("3" -> 3 for an integer, 3 -> 3.0 for a number, "true" -> True); nothing is
-  ever evaluated. It raises ``ArgumentError`` with a message an API would give.
+- ``check_arguments`` checks a call's arguments against a parameters schema and returns them as the
+  model gave them: a value that fits its type is never rewritten (3 stays 3 for a "number", an
+  explicit null stays null); a value of the wrong type gets *safe* coercion only ("3" -> 3 for an
+  integer, "2.5" -> 2.5 for a number, "true" -> True, 7 -> "7" for a string, 4.0 -> 4 for an
+  integer); nothing is ever evaluated. ``validate_arguments`` is the same check for execution: a
+  "number" becomes a float and an optional argument given as null is left out (its default
+  applies). Both raise ``ArgumentError`` with a message an API would give.
 
 ``check_schema`` validates a user-supplied schema structurally (we do not depend on the
 ``jsonschema`` package) and raises ``UserInputError`` naming the function and field.
@@ -222,81 +226,89 @@ def check_schema(schema: Any, where: str, *, require_type: bool = True) -> None:
 # ----------------------------------------------------------------------------- validation
 
 
-def _coerce(schema: dict[str, Any], value: Any, where: str) -> Any:
+def _coerce(schema: dict[str, Any], value: Any, where: str, *, loose: bool, widen: bool) -> Any:
+    """``value`` checked against ``schema``. A value that fits a type as it is wins over any coercion
+    (``"3"`` stays a string for ``["integer", "string"]``); ``loose`` allows the safe coercions of a
+    value of the wrong type; ``widen`` turns a fitting int into a float for "number" (execution only)."""
     if not schema:
         return value
-    if "anyOf" in schema or "oneOf" in schema:
+    subs = schema.get("anyOf", schema.get("oneOf"))
+    if subs is not None:
         errors = []
-        for sub in schema.get("anyOf", schema.get("oneOf", [])):
-            try:
-                return _coerce(sub, value, where)
-            except ArgumentError as e:
-                errors.append(str(e))
+        for allow in (False, True) if loose else (False,):
+            for sub in subs:
+                try:
+                    return _coerce(sub, value, where, loose=allow, widen=widen)
+                except ArgumentError as e:
+                    errors.append(str(e))
         raise ArgumentError(errors[0] if errors else f"{where}: no schema matches")
     kind = schema.get("type")
     kinds = kind if isinstance(kind, list) else [kind] if kind else []
     if kinds:
-        for k in kinds:
-            ok, out = _coerce_type(k, value)
-            if ok:
-                value = out
-                break
-        else:
+        fit = next((k for k in kinds if _fits(k, value)), None)
+        if fit is None and loose:
+            for k in kinds:
+                ok, out = _convert(k, value)
+                if ok:
+                    fit, value = k, out
+                    break
+        if fit is None:
             raise ArgumentError(f"{where}: expected {' or '.join(kinds)}, got {type(value).__name__} {_short(value)}")
+        if fit == "number" and widen:
+            value = float(value)
     if "enum" in schema and value not in schema["enum"]:
         raise ArgumentError(f"{where}: {_short(value)} is not one of {schema['enum']}")
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        value = [_coerce(schema["items"], v, f"{where}[{i}]") for i, v in enumerate(value)]
+        value = [_coerce(schema["items"], v, f"{where}[{i}]", loose=loose, widen=widen) for i, v in enumerate(value)]
     if isinstance(value, dict) and ("properties" in schema or "additionalProperties" in schema):
-        value = _coerce_object(schema, value, where, strict=False)
+        value = _coerce_object(schema, value, where, strict=False, loose=loose, widen=widen)
     return value
 
 
-def _coerce_type(kind: str, value: Any) -> tuple[bool, Any]:
-    if kind == "string":
-        if isinstance(value, str):
-            return True, value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, str(value)
-    elif kind == "integer":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return True, value
+def _fits(kind: str, value: Any) -> bool:
+    """Whether ``value`` already is a JSON ``kind`` (bool is never a number; inf and nan are no numbers)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return {
+        "string": isinstance(value, str),
+        "integer": number and isinstance(value, int),
+        "number": number and math.isfinite(value),
+        "boolean": isinstance(value, bool),
+        "array": isinstance(value, list),
+        "object": isinstance(value, dict),
+        "null": value is None,
+    }.get(kind, False)
+
+
+def _convert(kind: str, value: Any) -> tuple[bool, Any]:
+    """The documented safe coercions of a value of the wrong type; nothing is ever evaluated."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    text = value.strip() if isinstance(value, str) else None
+    if kind == "string" and number:
+        return True, str(value)
+    if kind == "integer":
         if isinstance(value, float) and value.is_integer():
             return True, int(value)
-        if isinstance(value, str) and _INT_RE.match(value.strip()):
-            return True, int(value.strip())
-    elif kind == "number":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if isinstance(value, float) and not math.isfinite(value):
-                return False, value
-            return True, float(value)
-        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
-            return True, float(value.strip())
-    elif kind == "boolean":
-        if isinstance(value, bool):
-            return True, value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return True, value.strip().lower() == "true"
-    elif kind == "array":
-        if isinstance(value, (list, tuple)):
-            return True, list(value)
-    elif kind == "object":
-        if isinstance(value, dict):
-            return True, value
-    elif kind == "null":
-        return value is None, value
+        if text is not None and _INT_RE.match(text):
+            return True, int(text)
+    if kind == "number" and text is not None and _FLOAT_RE.match(text) and math.isfinite(float(text)):
+        return True, float(text)
+    if kind == "boolean" and text is not None and text.lower() in ("true", "false"):
+        return True, text.lower() == "true"
+    if kind == "array" and isinstance(value, tuple):
+        return True, list(value)
     return False, value
 
 
-def _coerce_object(schema: dict[str, Any], value: dict[str, Any], where: str, *, strict: bool) -> dict[str, Any]:
+def _coerce_object(schema: dict[str, Any], value: dict[str, Any], where: str, *, strict: bool, loose: bool,
+                   widen: bool) -> dict[str, Any]:
     props: dict[str, Any] = schema.get("properties", {})
     out: dict[str, Any] = {}
     for key, val in value.items():
         name = f"{where}.{key}" if where else key
         if key in props:
-            out[key] = _coerce(props[key], val, name)
+            out[key] = _coerce(props[key], val, name, loose=loose, widen=widen)
         elif isinstance(schema.get("additionalProperties"), dict):
-            out[key] = _coerce(schema["additionalProperties"], val, name)
+            out[key] = _coerce(schema["additionalProperties"], val, name, loose=loose, widen=widen)
         elif strict or schema.get("additionalProperties") is False:
             raise ArgumentError(f"unexpected argument '{name}'; allowed: {', '.join(props) or 'none'}")
         else:
@@ -307,13 +319,29 @@ def _coerce_object(schema: dict[str, Any], value: dict[str, Any], where: str, *,
     return out
 
 
-def validate_arguments(parameters: dict[str, Any], arguments: Any) -> dict[str, Any]:
-    """Check and safely coerce call arguments; ``None`` for an optional argument means "use the default"."""
+def _check(parameters: dict[str, Any], arguments: Any, *, widen: bool) -> tuple[dict[str, Any], set[str]]:
+    """Checked arguments without the optional ones set to null, and the names of those."""
     if not isinstance(arguments, dict):
         raise ArgumentError(f"arguments must be an object of keyword arguments, got {type(arguments).__name__}")
-    required = set(parameters.get("required", []))
-    args = {k: v for k, v in arguments.items() if not (v is None and k not in required)}
-    return _coerce_object(parameters, args, "", strict=True)
+    props, required = parameters.get("properties", {}), set(parameters.get("required", []))
+    # An explicit null for an optional parameter means "use the default" (as BFCL answers write it).
+    defaults = {k for k, v in arguments.items() if v is None and k in props and k not in required}
+    rest = {k: v for k, v in arguments.items() if k not in defaults}
+    return _coerce_object(parameters, rest, "", strict=True, loose=True, widen=widen), defaults
+
+
+def check_arguments(parameters: dict[str, Any], arguments: Any) -> dict[str, Any]:
+    """The arguments as the model gave them, checked: a value that fits its type is kept exactly
+    (3 stays 3 for a "number"; an explicit null for an optional parameter stays null); a value of
+    the wrong type is coerced safely or rejected. This is what a stored call holds."""
+    checked, defaults = _check(parameters, arguments, widen=False)
+    return {k: None if k in defaults else checked[k] for k in arguments}
+
+
+def validate_arguments(parameters: dict[str, Any], arguments: Any) -> dict[str, Any]:
+    """The arguments a function is called with: checked as ``check_arguments`` does, a "number" made a
+    float, and an optional parameter given as null left out so that its default applies."""
+    return _check(parameters, arguments, widen=True)[0]
 
 
 def _short(value: Any) -> str:

@@ -14,8 +14,9 @@ os.environ.setdefault("BFCL_PROJECT_ROOT", tempfile.mkdtemp(prefix="bfcl_project
 
 from bench.bfcl.cli import main  # noqa: E402
 from bench.bfcl.data import category_of, load_dataset  # noqa: E402
+from bench.bfcl.arithmetic import MAX_INT_BITS, MAX_ITEMS, Refused, evaluate  # noqa: E402
 from bench.bfcl.runner import ApiInstances  # noqa: E402
-from bench.bfcl.scoring import REFUSED_CALL, checked_call, handler_class, refuse_evaluated_expressions, register_model, forget_model  # noqa: E402
+from bench.bfcl.scoring import REFUSED_CALL, checked_call, decode_python_prompting, handler_class, register_model, forget_model  # noqa: E402
 from engine.errors import UserInputError  # noqa: E402
 
 
@@ -76,9 +77,10 @@ def test_our_executor_gives_bfcls_outputs_without_eval() -> None:
 def test_model_text_that_bfcl_would_evaluate_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     # BFCL's prompt decoder evals BinOp values: this would create a file
-    with pytest.raises(ValueError, match="refused"):
-        refuse_evaluated_expressions(f"[f(x=open('{marker}', 'w') + 1)]")
-    refuse_evaluated_expressions("[f(x=1/3, y=-2*4.5, z=2**10)]")  # small arithmetic stays BFCL's
+    with pytest.raises(Refused, match="refused"):
+        decode_python_prompting(f"[f(x=open('{marker}', 'w') + 1)]")
+    with pytest.raises(Refused, match="refused"):
+        decode_python_prompting("[f(x=(lambda: 1)() + 1)]")
     name = register_model("prompt", "guard")
     try:
         handler = handler_class()(name)
@@ -93,6 +95,51 @@ def test_model_text_that_bfcl_would_evaluate_is_refused(tmp_path: Path) -> None:
     entry = load_dataset("v3", ["multi_turn_base"], limit=1).entries[0]
     assert ApiInstances(entry).execute(f"open(file='{marker}', mode='w')") == "Error during execution: name 'open' is not defined"
     assert not marker.exists()
+
+
+def test_arguments_with_arithmetic_decode_to_the_values_bfcls_eval_gives() -> None:
+    """Our decoder against BFCL's own default_decode_ast_prompting (which evals): same values, or
+    both fail, on literal arithmetic, concatenation, repetition and BFCL's quirks around it."""
+    from bfcl_eval.model_handler.utils import default_decode_ast_prompting
+
+    texts = [
+        "[f(city='New ' + 'York', x=10**-3, y=[1] + [2], z=(1, 2) + (3,), w={1: 2} | {3: 4}, v={'a': 1 + 1})]",
+        "[f(a='ab' * 3, b=[0] * 2, c=7 // 2, d=7 % 3, e=1 << 3, f=2 ** -2, g='%05d' % 3, h=-1j + 1, i=True + True)]",
+        "[f(a=[1, 2][0] + 1, b='abc'[1:] + 'd', c=(1 < 2 < 3) + 0, d=(0 and 1 / 0) + 1, e=(1 if 0 else 2) * 2)]",
+        "f(x=1), g(y='a' + 'b')",  # no brackets
+        "[f(a=+5, b=g(1 + 2), c=g(x=1 + 2))]",  # BFCL reads +5 as -5 and keeps a keyword-less call as text
+        "[f(a=1 / 0)]", "[f(a='a' + 1)]", "[f(a=-(1 + 2))]", "[f(a=(1, 2)[5] + 1)]", "[1 + 1]", "[f(a=b.c + 1)]",
+    ]
+    for text in texts:
+        try:
+            theirs: object = default_decode_ast_prompting(text)
+        except Exception:  # noqa: BLE001 - any failure is BFCL's decode error
+            theirs = "decode error"
+        try:
+            ours: object = decode_python_prompting(text)
+        except Exception:  # noqa: BLE001
+            ours = "decode error"
+        assert ours == theirs, text
+    assert decode_python_prompting("[f(a=-1j + 1)]") == [{"f": {"a": 1 - 1j}}]
+
+
+def test_arithmetic_refuses_what_would_be_large_before_building_it() -> None:
+    import ast
+
+    def value(text: str) -> object:
+        return evaluate(ast.parse(text, mode="eval").body)
+
+    # BFCL's eval would build each of these (a 1 GB string, hours of CPU, a 1 GB int, a 1 GB padding)
+    for text in ["'a' * 10**9", "10**9 * [0]", "2 ** 10**10", "1 << 10**10", "'%999999999d' % 1", "'%*d' % (10**9, 1)",
+                 f"'a' * {MAX_ITEMS} + 'b'", f"2 ** {MAX_INT_BITS} * 2"]:
+        with pytest.raises(Refused, match="exceeds"):
+            value(text)
+    # ... and small cases of the same operations are fine, as are the cheap huge exponents of 0, 1, -1
+    assert value("'ab' * 3") == "ababab" and value("2 ** 100") == 1 << 100 and value("1 ** 10**30") == 1
+    assert value("(-1) ** (10**30 + 1)") == -1 and value("0 ** 10**30") == 0 and value("'%5d' % 1") == "    1"
+    for text in ["x + 1", "len('a') + 1", "f'{1}' + 'x'", "[y for y in []] + []", "(1 is 1) + 1", "{**{}} | {}"]:
+        with pytest.raises(Refused, match="not literal arithmetic"):
+            value(text)
 
 
 def test_cli_resumes_and_refuses_a_different_run_in_the_same_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

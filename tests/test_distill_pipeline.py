@@ -54,7 +54,7 @@ def _text(content):
 
 async def test_positive_is_verified_with_hints_stripped_and_negative_pairs(pool):
     path = _path("p-base", PathTurn(functions=["list_airports"]), PathTurn(functions=["get_airport_code"]),
-                 PathTurn(functions=[], label="miss_func", missing=["list_airports"]), PathTurn(functions=["list_airports"]))
+                 PathTurn(functions=[], label="miss_func", missing=["search_flights"]), PathTurn(functions=["search_flights"]))
     d = Distiller(pool, SimTeacher(), GenerateConfig(negatives="perturb"))
     recs = _kinds(await d.run_path(path))
     episode, = recs["episodes"]
@@ -76,7 +76,7 @@ async def test_positive_is_verified_with_hints_stripped_and_negative_pairs(pool)
 
 
 async def test_tool_order_is_shuffled_by_seed(pool):
-    path = _path("p-one", PathTurn(functions=["list_airports"]), kind="single")
+    path = _path("p-one", PathTurn(functions=["list_airports"]), kind="multiple", distractors=["get_airport_code", "get_booking"])
     orders = set()
     for seed in range(4):
         recs = _kinds(await Distiller(pool, SimTeacher(), GenerateConfig(seed=seed, negatives="none")).run_path(path))

@@ -1,15 +1,26 @@
-"""Rate limiter and retry policy on a virtual clock: buckets, header learning, AIMD, backoff."""
+"""Rate limiter and retry policy on a virtual clock: buckets, header learning, AIMD, backoff,
+and the request rate learned from 429s alone (on a virtual clock and against the loopback server)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+import random
+import selectors
+import time
+import urllib.request
+from collections import deque
 
 import pytest
 
 from engine import metrics
 from engine.errors import BadAnswer, FatalTeacherError, RateLimited, RetryableError
-from engine.ratelimit import Limiter, TokenBucket, parse_duration, retry_after_seconds
+from engine.ratelimit import RATE_BACKOFF, RATE_GROWTH_PER_MIN, Limiter, TokenBucket, parse_duration, retry_after_seconds
+from engine.records import Message
 from engine.retry import backoff_delay, with_retries
+from engine.sim_server import serve_sim
+from engine.teachers.openai_http import OpenAIHTTPTeacher
 
 
 class VirtualClock:
@@ -221,6 +232,198 @@ async def test_additive_increase_is_about_one_slot_per_window():
     for _ in range(8):
         limiter.on_success()
     assert 8.9 < limiter.concurrency < 9.1
+
+
+# -- the request rate learned from 429s (no x-ratelimit headers) -----------------------------------
+
+
+class _VirtualSelector(selectors.SelectSelector):
+    """Nothing ever waits: a select that would block moves the loop's clock to its deadline."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def select(self, timeout: float | None = None):
+        ready = super().select(0)
+        if not ready and timeout:
+            self.now += timeout
+        return ready
+
+
+class _WindowServer:
+    """A server admitting ``limit`` requests per rolling ``window_s``; a refusal carries only
+    Retry-After in whole seconds (what many proxies send)."""
+
+    def __init__(self, limit: int, window_s: float):
+        self.limit, self.window_s = limit, window_s
+        self.admitted: deque[float] = deque()
+        self.log: list[tuple[float, bool]] = []
+
+    def answer(self, now: float) -> int | None:
+        """None = admitted, else the Retry-After of a 429."""
+        while self.admitted and self.admitted[0] <= now - self.window_s:
+            self.admitted.popleft()
+        ok = len(self.admitted) < self.limit
+        self.log.append((now, ok))
+        if ok:
+            self.admitted.append(now)
+            return None
+        return max(1, math.ceil(self.admitted[0] + self.window_s - now))
+
+    def after(self, start: float) -> tuple[float, int]:
+        """429 share and accepted count from ``start`` on."""
+        tail = [ok for t, ok in self.log if t >= start]
+        return tail.count(False) / len(tail), tail.count(True)
+
+
+def _run_virtual(server: _WindowServer, *, minutes: float, senders: int = 64, latency_s: float = 0.05,
+                 gap_s: float = 0.0, seed: int = 0) -> Limiter:
+    """``senders`` coroutines send through one Limiter for ``minutes`` of virtual time; each waits
+    ``gap_s`` between its requests (0: demand far above any limit)."""
+    selector = _VirtualSelector()
+    loop = asyncio.SelectorEventLoop(selector)
+    loop.time = lambda: selector.now  # type: ignore[method-assign]
+    rng = random.Random(seed)
+
+    async def main() -> Limiter:
+        limiter = Limiter(max_concurrency=senders, clock=loop.time)
+
+        async def sender() -> None:
+            while loop.time() < minutes * 60:
+                await limiter.acquire()
+                retry_after = server.answer(loop.time())
+                await asyncio.sleep(rng.expovariate(1 / latency_s))
+                limiter.release()
+                if retry_after is None:
+                    limiter.on_success()
+                else:
+                    limiter.on_rate_limited(retry_after)
+                await asyncio.sleep(gap_s)
+
+        await asyncio.gather(*(sender() for _ in range(senders)))
+        return limiter
+
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def test_a_rate_is_learned_from_retry_after_alone_and_held_under_the_limit():
+    """1,200 RPM, 50 ms answers: one request in flight already outruns the limit, so only a learned
+    *rate* can hold it (concurrency AIMD alone left 12-21% of requests answered 429)."""
+    server = _WindowServer(1200, 60.0)
+    limiter = _run_virtual(server, minutes=6)
+    share_429, accepted = server.after(60.0)
+    assert share_429 < 0.005
+    assert accepted / 5 >= 0.97 * 1200  # per minute, over the five minutes after the first
+    assert 0.95 * 1200 <= limiter.estimated <= 1.03 * 1200
+    assert limiter.snapshot()["estimated_rpm"] == round(limiter.estimated, 1)
+
+
+def test_the_first_burst_is_measured_with_the_wait_the_server_asks_for():
+    # 600 requests go out in the first second; the window only frees up a minute later, so
+    # "retry after 59 s" makes that 600 per minute, not 36,000.
+    server = _WindowServer(600, 60.0)
+    limiter = _run_virtual(server, minutes=0.1, latency_s=0.01)
+    assert 0.95 * 600 <= limiter.estimated <= 1.03 * 600  # requests in flight at the 429 count as admitted
+    assert limiter.paused_until >= 59.0
+
+
+def test_a_per_second_limit_is_learned_safely():
+    """20 requests per rolling second (1,200 per minute) with the same Retry-After-only 429s:
+    few 429s after the first minute; the rate then creeps up to it."""
+    server = _WindowServer(20, 1.0)
+    limiter = _run_virtual(server, minutes=4)
+    share_429, accepted = server.after(60.0)
+    assert share_429 < 0.01
+    assert accepted / 3 >= 0.75 * 1200
+    assert limiter.estimated <= 1.05 * 1200
+
+
+def _send_steadily(limiter: Limiter, clock: VirtualClock, n: int, every_s: float) -> None:
+    for _ in range(n):
+        limiter._take(0, 0, clock.now)
+        limiter.release()
+        clock.now += every_s
+
+
+async def test_the_learned_rate_creeps_up_only_while_it_holds_senders_back():
+    clock = VirtualClock()
+    limiter = Limiter(clock=clock, sleep=clock.sleep)
+    _send_steadily(limiter, clock, 60, 1.0)
+    limiter.on_rate_limited(1.0)  # in the last minute: 59 sent, 1 refused; over (60 + 1) s
+    learned = limiter.estimated
+    assert learned == pytest.approx(58 * 60 / 61)
+    clock.now = limiter.paused_until
+    for _ in range(50):  # demand at a fifth of the rate: every grant is immediate, no evidence of more room
+        clock.now += 5.0
+        await limiter.acquire()
+        limiter.release()
+        limiter.on_success()
+    assert limiter.estimated == learned
+    for _ in range(30):  # back to back: every request waits for the bucket
+        await limiter.acquire()
+        limiter.release()
+        limiter.on_success()
+    assert limiter.estimated == pytest.approx(learned + 30 * RATE_GROWTH_PER_MIN)
+    assert limiter.snapshot()["limits_per_min"]["requests"] == round(limiter.estimated, 1)
+
+
+def test_a_429_the_measure_cannot_explain_backs_off_multiplicatively():
+    clock = VirtualClock()
+    limiter = Limiter(clock=clock, sleep=clock.sleep)
+    _send_steadily(limiter, clock, 100, 0.1)
+    limiter.on_rate_limited(50.0)  # 99 admitted in 10 s, and the window frees up 50 s later: 99 per minute
+    assert limiter.estimated == pytest.approx(99.0)
+    clock.now = limiter.paused_until
+    _send_steadily(limiter, clock, 30, 0.01)
+    limiter.on_rate_limited(1.0)  # more got through than the estimate, yet refused: others share the limit
+    assert limiter.estimated == pytest.approx(RATE_BACKOFF * 99.0)
+
+
+def test_headers_win_over_the_429_estimate():
+    clock = VirtualClock()
+    limiter = Limiter(clock=clock, sleep=clock.sleep)
+    limiter.observe({"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "599"})
+    limiter._take(0, 0, clock.now)
+    limiter.release()
+    limiter.on_rate_limited(1.0)
+    assert limiter.estimated is None and limiter.snapshot()["limits_per_min"]["requests"] == 600.0
+
+
+async def test_the_loopback_server_limit_is_learned_from_retry_after_alone():
+    """End to end through the HTTP teacher: the simulator admits 100 requests per rolling 5 s
+    (1,200 per minute) and answers 429 with only Retry-After; 64 senders for 20 s."""
+    async with serve_sim(rpm=100, window_s=5.0, rate_headers="retry-after", latency_ms=20, latency_dist="exp") as url:
+        teacher = OpenAIHTTPTeacher("sim", url, max_concurrency=64)
+        messages = [Message(role="user", content="What is the capital of France?")]
+        stats_url = url.removesuffix("/v1") + "/stats"
+
+        def counts() -> dict[str, int]:
+            with urllib.request.urlopen(stats_url, timeout=10) as resp:
+                return json.loads(resp.read())["counts"]
+
+        async def sender() -> None:
+            while True:
+                await teacher.chat(messages, max_tokens=16)
+
+        senders = [asyncio.create_task(sender()) for _ in range(64)]
+        try:
+            await asyncio.sleep(8.0)  # warm-up: the first burst fills the window, the first 429s measure the rate
+            before, started = await asyncio.to_thread(counts), time.monotonic()
+            await asyncio.sleep(12.0)
+            after, span = await asyncio.to_thread(counts), time.monotonic() - started
+        finally:
+            for task in senders:
+                task.cancel()
+            await asyncio.gather(*senders, return_exceptions=True)
+            await teacher.aclose()
+    accepted, refused = after["ok"] - before["ok"], after["429"] - before["429"]
+    assert refused / (accepted + refused) < 0.03
+    assert accepted / span >= 0.85 * 20  # requests per second, of 20 allowed
+    assert teacher.limiter.estimated is not None and not teacher.limiter.learned
 
 
 # -- retry policy ------------------------------------------------------------------------------

@@ -8,10 +8,20 @@ import io
 import time
 from collections import Counter
 
+import orjson
 import pytest
 
 from engine import metrics
-from engine.errors import BadAnswer, JobFailed, UserInputError
+from engine.errors import (
+    BadAnswer,
+    FatalTeacherError,
+    JobFailed,
+    RateLimited,
+    RetryableError,
+    TeacherUnavailable,
+    UserInputError,
+    failure_kind,
+)
 from engine.progress import Progress
 from engine.records import PathTurn, SignaturePath
 from engine.scheduler import one_line_error, run, run_jobs
@@ -238,3 +248,94 @@ def test_uvloop_runner_runs_a_coroutine():
 def test_one_line_error_truncates():
     text = one_line_error(ValueError("x" * 5000))
     assert len(text) <= 600 and text.endswith("...")
+
+
+# -- infrastructure failures stay pending; the circuit breaker (issue 11, item 2) ---------------
+
+
+def _exhausted(err):
+    err.attempts = 7  # what engine.retry sets when the budget is spent
+    return err
+
+
+async def test_an_unreachable_teacher_leaves_items_pending_and_trips_the_breaker(tmp_path):
+    started = []
+
+    async def job(i):
+        started.append(i)
+        await asyncio.sleep(0.001)
+        raise _exhausted(RetryableError("cannot connect to http://127.0.0.1:9/v1/chat/completions: connection refused"))
+
+    with _open(tmp_path) as store:
+        with pytest.raises(TeacherUnavailable) as info:
+            await run_jobs(range(100), job, store, item_id=lambda i: f"it-{i}", stage="generate", max_in_flight=4,
+                           total=100, progress=False, breaker_after=6)
+        assert not any(store.is_finished(f"it-{i}") for i in range(100))
+    message = str(info.value)
+    assert "\n" not in message and "cannot connect to http://127.0.0.1:9/v1" in message
+    assert "6 work items in a row" in message and "nothing was lost" in message and "of 100 work items left pending" in message
+    assert len(started) < 20  # stopped early, not after trying every item
+    assert _ids(tmp_path / "run", "dead_letters") == [] and _ids(tmp_path / "run", "done") == []
+    manifest = orjson.loads((tmp_path / "run" / "manifest.json").read_bytes())
+    summary = manifest["extra"]["run_jobs:generate"]
+    assert summary["stopped_by_breaker"] and summary["left_pending_teacher_unavailable"] >= 6 and summary["failed"] == 0
+
+
+async def test_answers_in_between_reset_the_breaker_and_data_failures_are_dead_letters(tmp_path):
+    async def job(i):
+        await asyncio.sleep(0)
+        if i % 3 == 0:
+            raise _exhausted(RetryableError("503 from the teacher", status=503))
+        if i % 3 == 1:
+            raise JobFailed("not verified after 2 rollouts", stage="verify", attempts=2)
+        if i == 5:
+            raise FatalTeacherError("answered 400: context too long", status=400)  # this prompt's fault
+        return [("paths", _path(i))]
+
+    with _open(tmp_path) as store:
+        summary = await run_jobs(range(30), job, store, item_id=lambda i: f"it-{i}", stage="generate", max_in_flight=1,
+                                 progress=False, breaker_after=2)
+        assert [i for i in range(30) if not store.is_finished(f"it-{i}")] == list(range(0, 30, 3))
+    assert (summary["done"], summary["failed"], summary["left_pending_teacher_unavailable"]) == (9, 11, 10)
+    assert not summary["stopped_by_breaker"]
+    letters = {d.item_id: d for d in read_records(tmp_path / "run", "dead_letters")}
+    assert sorted(letters) == sorted([f"it-{i}" for i in range(1, 30, 3)] + ["it-5"])
+    assert "context too long" in letters["it-5"].error
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_a_refusing_teacher_stops_the_run_at_once(tmp_path, status):
+    calls = []
+
+    async def job(i):
+        calls.append(i)
+        await asyncio.sleep(0.01 if i else 0)
+        if i == 0:
+            raise FatalTeacherError(f"http://h/v1/chat/completions answered {status}: invalid key ***", status=status)
+        await asyncio.sleep(5)  # in flight when the breaker trips: cancelled, left pending
+        return [("paths", _path(i))]
+
+    with _open(tmp_path) as store:
+        t0 = time.monotonic()
+        with pytest.raises(TeacherUnavailable, match=rf"refuses the requests: FatalTeacherError: .*answered {status}.*"
+                                                     r"nothing was lost, 50 of 50 work items left pending"):
+            await run_jobs(range(50), job, store, item_id=lambda i: f"it-{i}", stage="generate", max_in_flight=8,
+                           total=50, progress=False)
+        assert time.monotonic() - t0 < 2
+        assert not any(store.is_finished(f"it-{i}") for i in range(50))
+    assert len(calls) == 8
+
+
+async def test_breaker_threshold_must_be_positive(tmp_path):
+    with _open(tmp_path) as store, pytest.raises(UserInputError, match="breaker_after=0"):
+        await run_jobs([], lambda i: None, store, item_id=str, stage="s", progress=False, breaker_after=0)
+
+
+def test_failure_kinds():
+    assert failure_kind(RetryableError("x")) == failure_kind(RateLimited("x")) == "outage"
+    assert failure_kind(FatalTeacherError("vllm server exited during start-up")) == "outage"
+    assert failure_kind(FatalTeacherError("x", status=401)) == "refused"
+    assert failure_kind(FatalTeacherError("x", status=422)) == failure_kind(BadAnswer("x")) == "data"
+    wrapped = JobFailed("translate gave up", stage="translate")
+    wrapped.__cause__ = RetryableError("timeout")
+    assert failure_kind(wrapped) == "outage" and failure_kind(ValueError("bug")) == "data"

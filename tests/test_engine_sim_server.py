@@ -32,10 +32,10 @@ def user(text: str) -> Message:
     return Message(role="user", content=text)
 
 
-async def test_hint_calls_are_made_one_per_step_then_summarised():
+async def test_hint_steps_are_made_one_per_message_then_summarised():
     teacher = SimTeacher()
     msgs = [Message(role="system", content="be useful"),
-            user('Weather in Paris, then convert. [Hint]: [get_weather(city="Paris", days=2), convert(x=3.5)]')]
+            user('Weather in Paris, then convert. [Hint]: [get_weather(city="Paris", days=2)] then [convert(x=3.5)]')]
     first = await teacher.chat(msgs, [WEATHER, CONVERT])
     assert first.finish_reason == "tool_calls"
     assert [(c.name, c.arguments) for c in first.message.tool_calls] == [("get_weather", {"city": "Paris", "days": 2})]
@@ -45,7 +45,7 @@ async def test_hint_calls_are_made_one_per_step_then_summarised():
     msgs += [second.message, Message(role="tool", content="7.0", tool_call_id=second.message.tool_calls[0].id, name="convert")]
     final = await teacher.chat(msgs, [WEATHER, CONVERT])
     assert final.finish_reason == "stop" and not final.message.tool_calls
-    assert '{"temp": 21}' in final.message.content and "7.0" in final.message.content
+    assert "temp 21" in final.message.content and "7.0" in final.message.content  # the summary reports the outputs
     # A new user turn with its own hint starts counting again from that message.
     msgs += [final.message, user("And Rome? [Hint]: [get_weather(city='Rome', days=1)]")]
     again = await teacher.chat(msgs, [WEATHER, CONVERT])
@@ -82,7 +82,7 @@ async def test_tools_without_hint_get_schema_valid_arguments_then_a_summary():
     forced = await teacher.chat([user("weather please")], [WEATHER, CONVERT], tool_choice={"type": "function", "function": {"name": "convert"}})
     assert forced.message.tool_calls[0].name == "convert"
     msgs = [user("weather please"), first.message, Message(role="tool", content="sunny", tool_call_id=call.id, name="get_weather")]
-    assert (await teacher.chat(msgs, [WEATHER])).message.content == "Done. get_weather returned sunny."
+    assert (await teacher.chat(msgs, [WEATHER])).message.content == "Done. get_weather: sunny."
     assert (await teacher.chat([user("hi")], [WEATHER], tool_choice="none")).message.tool_calls == []
 
 

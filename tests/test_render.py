@@ -205,6 +205,18 @@ def test_call_text_parses_back_and_matches_bfcl_decoder():
     assert decoded_call(TRICKY[3]).startswith("h(call_like=inner(k=1), ")  # BFCL reads a dict of dicts as a call
 
 
+def test_tool_results_are_named_as_bfcl_decodes_the_answer():
+    calls = [ToolCall(name=c.name, arguments=c.arguments, id=f"c{i}") for i, c in enumerate(TRICKY[1:])]
+    traj = Trajectory(id="t", episode_id="e", polarity="positive", teacher="t", tools=[], messages=[
+        Message(role="user", content="go"), Message(role="assistant", tool_calls=calls),
+        *[Message(role="tool", content=f"out {i}", tool_call_id=c.id) for i, c in reversed(list(enumerate(calls)))]])
+    _, _, answer, results = render(traj, "prompt")[0].messages
+    assert results.role == "user"
+    names = bfcl_utils.default_decode_execute_prompting(answer.content)
+    # one user message, repr of BFCL's list, in the order the outputs came, each under its own call
+    assert results.content == repr([{"role": "tool", "name": names[i], "content": f"out {i}"} for i in (2, 1, 0)])
+
+
 @pytest.mark.parametrize("call, fragment", [
     (ToolCall(name="search", arguments={"max-price": 3}), "argument 'max-price' is not a Python keyword argument"),
     (ToolCall(name="search", arguments={"class": 3}), "argument 'class' is not a Python keyword argument"),

@@ -1,4 +1,5 @@
-"""Rendering and masks: token by token, template refusal, truncation by whole turns, bad input."""
+"""Rendering and masks in both modes: token by token, fc segments per tools epoch, the template's
+generation markers, template refusal, truncation by whole turns, bad input."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from train_support import single_turn_pairs, tiny  # noqa: F401
 from engine.errors import UserInputError
 from engine.records import Message
 from engine.store import RunStore
-from train.data import ChatRenderer, TemplateError, pair_examples, read_run, require_examples, sft_examples
+import _records_factory as F
+from train.data import ChatRenderer, TemplateError, pair_examples, read_run, require_examples, sft_examples, template_messages
 from train.loop import load_tokenizer
-from train.samples import pairs, trajectories, trajectory
+from train.samples import SYSTEM, pairs, trajectories, trajectory
 
 
 def _roles_by_token(tok, ids) -> list[str]:
@@ -37,11 +39,12 @@ def _roles_by_token(tok, ids) -> list[str]:
     return owner
 
 
-def test_mask_token_by_token(tiny):  # noqa: F811
+@pytest.mark.parametrize("mode", ["prompt", "fc"])
+def test_mask_token_by_token(tiny, mode):  # noqa: F811
     tok = load_tokenizer(tiny)
     traj = trajectory(0, turns=3)
     traj.hints = ["SECRET-HINT use get_weather"]
-    ex = ChatRenderer(tok, source="tiny", max_length=4096).encode_trajectory(traj)
+    (ex,) = ChatRenderer(tok, source="tiny", max_length=4096, mode=mode).encode_trajectory(traj)
     owner = _roles_by_token(tok, ex.input_ids.tolist())
     assert set(owner) == {"glue", "system", "user", "assistant"}  # tool outputs live in user blocks
     trained = ex.turn >= 0
@@ -55,10 +58,71 @@ def test_mask_token_by_token(tiny):  # noqa: F811
         where = np.nonzero(ex.turn == h)[0]
         assert np.array_equal(where, np.arange(where[0], where[-1] + 1))
         assert ex.input_ids[where[-1]] == end
-    assert "SECRET-HINT" not in tok.decode(ex.input_ids.tolist())
-    # the tool call was rendered through the template's tool_calls support
+    text = tok.decode(ex.input_ids.tolist())
+    assert "SECRET-HINT" not in text
+    assert SYSTEM not in text  # the record's own system message gives way to the mode's
     first = tok.decode(ex.input_ids[ex.turn == 0].tolist())
-    assert first.startswith("<tool_call>") and '"name": "get_weather"' in first and '"city"' in first
+    if mode == "fc":  # the tool call was rendered through the template's tool_calls support
+        assert first.startswith("<tool_call>") and '"name": "get_weather"' in first and '"city"' in first
+        assert "<tools>" in text and "You are an expert in composing functions" not in text
+    else:  # BFCL's system prompt, the call as Python text, its output as BFCL's user message
+        assert first.startswith("[get_weather(city='") and first.endswith(")]<|im_end|>")
+        assert text.count("You are an expert in composing functions") == 1 and "<tools>" not in text
+        assert "[{'role': 'tool', 'name': \"get_weather(city=" in text
+
+
+def test_fc_segments_train_only_their_tools_epoch(tiny):  # noqa: F811
+    tok = load_tokenizer(tiny)
+    traj = F.miss_func_trajectory()
+    (whole,) = ChatRenderer(tok, source="t", max_length=8192, mode="prompt").encode_trajectory(traj)
+    assert whole.n_turns == 5 and whole.id == traj.id
+    first, second = ChatRenderer(tok, source="t", max_length=8192, mode="fc").encode_trajectory(traj)
+    assert (first.id, second.id) == (traj.id, f"{traj.id}#1") and (first.n_turns, second.n_turns) == (3, 2)
+    head, tail = tok.decode(first.input_ids.tolist()), tok.decode(second.input_ids.tolist())
+    assert '"name": "book_flight"' not in head.split("\n</tools>")[0] and '"name": "book_flight"' in tail.split("\n</tools>")[0]
+    # segment 1 holds the whole conversation, but trains exactly its last two assistant blocks
+    owner = _roles_by_token(tok, second.input_ids.tolist())
+    blocks = [np.nonzero((second.turn == h))[0] for h in range(2)]
+    assistant_starts = [t for t in range(1, len(owner)) if owner[t] == "assistant" and owner[t - 1] != "assistant"]
+    assert len(assistant_starts) == 5 and [b[0] for b in blocks] == assistant_starts[3:]
+    assert all(owner[t] == "assistant" for b in blocks for t in b)
+    assert tok.decode(second.input_ids[blocks[0]].tolist()).startswith('<tool_call>\n{"name": "book_flight"')
+
+
+@pytest.mark.parametrize("mode", ["prompt", "fc"])
+def test_mask_equals_the_template_generation_markers(mode):
+    """Our prefix-rendered mask and the {% generation %} mask TRL trains with agree token for token
+    (SmolLM2's tokenizer and our shipped template)."""
+    from transformers import AutoTokenizer
+
+    from engine.models import smollm2_checkpoint
+    from engine.render import render
+
+    tok = AutoTokenizer.from_pretrained(smollm2_checkpoint())
+    renderer = ChatRenderer(tok, source="smollm2", max_length=8192, mode=mode)
+    for traj in (F.miss_func_trajectory(), trajectory(1, turns=2)):
+        for seg, ex in zip(render(traj, mode), renderer.encode_trajectory(traj)):
+            tools = [t.to_openai_tool() for t in seg.tools] or None
+            marked = tok.apply_chat_template(template_messages(seg.messages), tools=tools, return_dict=True,
+                                             return_assistant_tokens_mask=True)
+            assert marked["input_ids"] == ex.input_ids.tolist()
+            ours, theirs = ex.turn >= 0, np.asarray(marked["assistant_masks"], dtype=bool)
+            if all(t for m, t in zip(seg.messages, seg.trained) if m.role == "assistant"):
+                assert np.array_equal(ours, theirs)
+            else:  # a later fc segment: its context turns are generation-marked but not trained
+                assert (ours <= theirs).all() and ours.sum() < theirs.sum()
+
+
+def test_pairs_train_on_the_segment_where_they_part(tiny):  # noqa: F811
+    tok = load_tokenizer(tiny)
+    late, early = F.miss_func_pair(0), F.miss_func_pair(1, part_first=True)
+    prs, report = pair_examples([late, early], ChatRenderer(tok, source="t", max_length=8192, mode="fc"))
+    assert [p.id for p in prs] == [late.id, early.id] and report.truncated == 1  # early: epoch 1 left out
+    assert (prs[0].chosen.n_turns, prs[1].chosen.n_turns) == (2, 3)
+    assert '"name": "book_flight"' in tok.decode(prs[0].rejected.input_ids.tolist()).split("\n</tools>")[0]
+    assert "book_flight" not in tok.decode(prs[1].chosen.input_ids.tolist())
+    prs, report = pair_examples([late, early], ChatRenderer(tok, source="t", max_length=8192, mode="prompt"))
+    assert [p.chosen.n_turns for p in prs] == [5, 5] and report.truncated == 0
 
 
 UNSTABLE = ("{% for m in messages %}<|im_start|>{{ m.role }}\n"
@@ -83,7 +147,7 @@ def test_model_without_chat_template(tiny):  # noqa: F811
 def test_truncation_drops_whole_turns_or_skips(tiny):  # noqa: F811
     tok = load_tokenizer(tiny)
     traj = trajectory(0, turns=3)
-    full = ChatRenderer(tok, source="t", max_length=8192).encode_trajectory(traj)
+    (full,) = ChatRenderer(tok, source="t", max_length=8192).encode_trajectory(traj)
     spans = [np.nonzero(full.turn == h)[0] for h in range(full.n_turns)]
     limit = int(spans[2][-1]) + 5  # room for turns 0..2 and a little of what follows, not turn 3
     ex, report = sft_examples([traj], ChatRenderer(tok, source="t", max_length=limit))

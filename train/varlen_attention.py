@@ -49,7 +49,7 @@ def sequence_offsets(position_ids: torch.Tensor | None, attention_mask: torch.Te
     """(int32 cumulative offsets over the flattened rows, longest sequence). A row always starts a
     sequence; so does every position that does not continue the previous one, and every switch
     between real and padding tokens (padding then forms sequences of its own that nothing real sees)."""
-    pos = torch.arange(length, device=device).expand(rows, length) if position_ids is None else position_ids.expand(rows, length)
+    pos = (torch.arange(length, device=device) if position_ids is None else position_ids).expand(rows, length)
     start = torch.ones(rows, length, dtype=torch.bool, device=device)
     start[:, 1:] = pos[:, 1:] != pos[:, :-1] + 1
     if attention_mask is not None:
@@ -75,10 +75,26 @@ def varlen_attention_forward(module, query: torch.Tensor, key: torch.Tensor, val
                          "a KV cache); load the model with attn_implementation='sdpa' to generate")
     if sliding_window is not None or dropout:
         raise ValueError(f"{NAME} attention supports neither sliding windows nor attention dropout; use sdpa")
-    offsets, longest = sequence_offsets(position_ids, attention_mask, rows, length, query.device)
+    offsets, longest = _offsets_once(position_ids, attention_mask, rows, length, query.device)
     flat = [t.transpose(1, 2).reshape(rows * length, t.shape[1], dim) for t in (query, key, value)]
     out = _attend(*flat, offsets, longest, scaling)
     return out.view(rows, length, heads, dim), None
+
+
+# Every layer of one forward pass gets the same position_ids tensor; deriving the offsets once
+# instead of per layer saves a host-device sync (nonzero, max) per layer, which would stall the
+# kernel queue each time. The entry holds its tensors, so their identity cannot be reused meanwhile.
+_last: list[tuple] = []
+
+
+def _offsets_once(position_ids, attention_mask, rows: int, length: int,
+                  device: torch.device) -> tuple[torch.Tensor, int]:
+    key = (position_ids, attention_mask, rows, length, device)
+    if _last and all(a is b if isinstance(a, torch.Tensor) or a is None else a == b for a, b in zip(_last[0][0], key)):
+        return _last[0][1]
+    found = sequence_offsets(position_ids, attention_mask, rows, length, device)
+    _last[:] = [(key, found)]
+    return found
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor, longest: int,

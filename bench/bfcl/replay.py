@@ -178,6 +178,13 @@ class ReplayTeacher:
             return _relevance_call(entry)
         return _ast_calls(entry, self.ground_truth[entry["id"]])
 
+    def message_for(self, entry: dict[str, Any], calls: list[tuple[str, dict[str, Any]]]) -> Message:
+        """``calls`` written as an answer to ``entry``: its language's literals, FC or prompt."""
+        self.language = language_of(category_of(entry["id"]))
+        self.types = {(f["name"], p): spec.get("type", "") for f in entry["function"]
+                      for p, spec in f.get("parameters", {}).get("properties", {}).items()}
+        return self._message(calls)
+
     def _message(self, calls: list[tuple[str, dict[str, Any]]]) -> Message:
         if not calls:
             return Message(role="assistant", content=NO_CALL_TEXT)
@@ -215,10 +222,7 @@ class ReplayTeacher:
     async def chat(self, messages: list[Message], tools: list[FunctionSpec] | None = None, *, tool_choice: Any = None,
                    response_format: Any = None, temperature: float = 0.0, max_tokens: int = 512, seed: int | None = None) -> Completion:
         entry = self.identify(messages, tools)
-        self.language = language_of(category_of(entry["id"]))
-        self.types = {(f["name"], p): spec.get("type", "") for f in entry["function"]
-                      for p, spec in f.get("parameters", {}).get("properties", {}).items()}
-        message = self._message(self.answer(entry, messages))
+        message = self.message_for(entry, self.answer(entry, messages))
         return Completion(message=message, finish_reason="tool_calls" if message.tool_calls else "stop", usage=Usage(), model=self.name)
 
     async def aclose(self) -> None:
@@ -251,15 +255,20 @@ def build_app(teacher: Any) -> web.Application:
     return app
 
 
-@contextlib.contextmanager
-def serve_replay(teacher: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+def serve_replay(teacher: Any, *, host: str = "127.0.0.1", port: int = 0) -> contextlib.AbstractContextManager[str]:
     """Serve ``teacher`` at ``http://host:port/v1`` from a background thread; yields the base URL."""
+    return serve_app(lambda: build_app(teacher), host=host, port=port)
+
+
+@contextlib.contextmanager
+def serve_app(make_app: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve the aiohttp app ``make_app()`` builds (in the server's own event loop) at ``http://host:port/v1``."""
     loop = asyncio.new_event_loop()
     ready: dict[str, Any] = {}
     started = threading.Event()
 
     async def start() -> None:
-        runner = web.AppRunner(build_app(teacher), access_log=None)
+        runner = web.AppRunner(make_app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()

