@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("teacher", "student", "judge", "prompts_dir", "card_tokenizer"):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, help=helps[name])
     p.add_argument("--negatives", choices=["auto", "mined", "perturb", "none"], help=helps["negatives"])
+    p.add_argument("--rollout-mode", dest="rollout_mode", choices=["fc", "prompt"], help=helps["rollout_mode"])
     for name in ("paths", "single", "multi", "irrelevance", "seed", "concurrency", "max_tokens", "query_max_tokens", "translate_attempts",
                  "rollout_attempts", "answer_retries", "max_steps_per_turn", "student_rollouts", "negatives_per_episode"):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help=helps[name])

@@ -21,6 +21,10 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     student: Annotated[str, Doc(description="student spec for mined negatives (typically the SFT model); empty = none")] = ""
     judge: Annotated[str, Doc(description="judge spec for mined negatives; empty = the teacher")] = ""
     teacher_options: Annotated[dict[str, Any], Doc(description="passed to every make_teacher call (rpm, tpm, concurrency, api_key_env, ...)")] = {}
+    rollout_mode: Annotated[Literal["fc", "prompt"], Doc(description=(
+        "how rollouts are sent to the teacher and student: fc = the tools block and native tool calls (API "
+        "teachers); prompt = BFCL's system prompt listing the functions, calls as text (a model trained in "
+        "prompt mode acting as its own teacher). Records are stored the same either way"))] = "fc"
     negatives: Annotated[Literal["auto", "mined", "perturb", "none"], Doc(description="negatives: mined from the student's mistakes, rule-based perturbations of the positive, or none; auto = mined with a student else perturb")] = "auto"
     paths: Annotated[int, Doc(description=(
         "positives to store, split over strata by the path mixture (path_options.mixture, multi_turn over "

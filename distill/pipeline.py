@@ -36,7 +36,7 @@ class Distiller:
 
     def _params(self, instructions: str, seed: int, temperature: float) -> RolloutParams:
         cfg = self.cfg
-        return RolloutParams(instructions=self.prompts.text(instructions) if instructions else "", seed=seed,
+        return RolloutParams(mode=cfg.rollout_mode, instructions=self.prompts.text(instructions) if instructions else "", seed=seed,
                              temperature=temperature, retry_temperature=cfg.retry_temperature, max_tokens=cfg.max_tokens,
                              max_steps=cfg.max_steps_per_turn, answer_retries=cfg.answer_retries)
 

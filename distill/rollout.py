@@ -25,6 +25,7 @@ from distill.spend import Spend
 from engine import metrics
 from engine.errors import BadAnswer
 from engine.records import Episode, EpisodeTurn, FunctionSpec, Message, ToolCall
+from engine.render import Mode, render_messages
 from engine.teacher import Teacher
 from graph.schema import ArgumentError
 from graph.toolkit import ToolPool, ToolResult, ToolRuntime
@@ -60,7 +61,8 @@ class Rollout(msgspec.Struct, kw_only=True):
 class RolloutParams(msgspec.Struct, kw_only=True):
     """How one rollout samples; the same for each of its steps."""
 
-    instructions: str = ""  # the system message the model is sent (hint instructions); never stored
+    mode: Mode = "fc"  # how the model is sent the conversation (engine/render.py): its tools block, or BFCL's prompt
+    instructions: str = ""  # added to the system message the model is sent (hint instructions); never stored
     seed: int = 0
     temperature: float = 0.0
     retry_temperature: float = 0.7  # re-asks of an unparsable answer sample at this temperature
@@ -157,7 +159,7 @@ class _Conversation:
         self.specs = {t.name: t for t in tools}
         self.turn_tools = offered_per_turn(episode, tools)
         self.stored: list[Message] = []
-        self.sent: list[Message] = [Message(role="system", content=params.instructions)] if params.instructions else []
+        self.sent: list[Message] = []  # the stored messages, with the hints in the user messages
         self.logs: list[TurnLog] = []
         self.spend = Spend()
 
@@ -177,14 +179,27 @@ class _Conversation:
                 self.runtime.execute(call)
             self.logs.append(log)
 
+    def request(self, offered: list[FunctionSpec]) -> tuple[list[Message], list[FunctionSpec] | None]:
+        """What the model is sent: the conversation in the rollout's mode, the instructions added to
+        the system message (prompt mode: BFCL's, listing the functions; fc: their own)."""
+        p = self.params
+        if p.mode == "fc":
+            system = [Message(role="system", content=p.instructions)] if p.instructions else []
+            return system + self.sent, offered or None
+        messages = render_messages(self.tools, self.turn_tools, self.sent, "prompt")[0].messages
+        if p.instructions:
+            messages[0] = Message(role="system", content=f"{messages[0].content}\n\n{p.instructions}")
+        return messages, None
+
     async def ask(self, h: int, step: int, offered: list[FunctionSpec]) -> tuple[Message, list[ToolCall]] | str:
         """The model's next message and its parsed calls, or the error after the retries."""
         p = self.params
+        messages, tools = self.request(offered)
         last: BadAnswer | None = None
         for attempt in range(p.answer_retries + 1):
             try:  # a backend may itself reject a truncated or garbled answer with BadAnswer
                 completion = await self.model.chat(
-                    self.sent, tools=offered or None, tool_choice="auto" if offered else None,
+                    messages, tools=tools, tool_choice="auto" if tools else None,
                     temperature=p.temperature if attempt == 0 else p.retry_temperature, max_tokens=p.max_tokens,
                     seed=p.seed * 1000 + h * 50 + step * 5 + attempt)
                 self.spend.add(completion.usage)

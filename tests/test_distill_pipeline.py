@@ -251,3 +251,30 @@ async def test_truncated_rollout_answers_end_as_a_verify_dead_letter(pool):
     with pytest.raises(JobFailed) as err:
         await Distiller(pool, Truncating(), GenerateConfig(rollout_attempts=1, answer_retries=1)).run_path(path)
     assert err.value.stage == "verify" and "truncated" in str(err.value)
+
+
+class Recorder(SimTeacher):
+    """The simulator, remembering what each rollout request looked like."""
+
+    def __init__(self):
+        super().__init__()
+        self.requests = []
+
+    async def chat(self, messages, tools=None, **kw):
+        if not kw.get("response_format"):
+            self.requests.append((messages, tools))
+        return await super().chat(messages, tools, **kw)
+
+
+async def test_prompt_mode_rollouts_send_bfcls_prompt_and_text_calls(pool):
+    from engine.bfcl_prompts import DEFAULT_SYSTEM_PROMPT
+
+    path = _path("p-prompt", PathTurn(functions=["list_airports"]), PathTurn(functions=["get_airport_code"]))
+    teacher = Recorder()
+    recs = _kinds(await Distiller(pool, teacher, GenerateConfig(negatives="none", rollout_mode="prompt")).run_path(path))
+    assert recs["trajectories"][0].verification.ok
+    messages, tools = teacher.requests[-1]
+    assert tools is None and messages[0].content.startswith(DEFAULT_SYSTEM_PROMPT.split("{")[0])
+    assert "'name': 'get_airport_code'" in messages[0].content and "[Hint]" in messages[0].content  # + hint rules
+    assert any(m.role == "assistant" and (m.content or "").startswith("[list_airports(") for m in messages)
+    assert all(not m.tool_calls for m in messages)  # calls and outputs are text, as BFCL's prompt mode sends them
