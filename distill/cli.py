@@ -21,7 +21,6 @@ from typing import Any
 
 import msgspec
 
-from distill.data_card import card_rows
 from distill.generate_config import GenerateConfig, field_help
 from engine.errors import UserInputError
 
@@ -250,13 +249,16 @@ def print_table(summary: dict[str, Any]) -> None:
             ("positives", summary["positives"]), ("negatives / pairs", summary["pairs"]),
             ("yield (paths -> positive)", f"{summary['yield_positive']:.1%}"), ("dead letters", summary["dead_letters"])]
     rows += [(f"  {reason}", n) for reason, n in summary["dead_letters_by_reason"].items()]
-    rows += card_rows(summary["data_card"]) if "data_card" in summary else []
     rows += [("tokens in / out (this run)", f"{summary['prompt_tokens']:,} / {summary['completion_tokens']:,}"),
              ("teacher calls", summary["teacher_calls"]), ("estimated cost", f"${summary['cost_usd_estimate']:.4f}"),
              ("wall time", f"{summary['wall_s']:.1f} s")]
     for what, value in rows:
         table.add_row(what, str(value))
     Console().print(table)
+    if "data_card" in summary:
+        from distill.data_card import print_card
+
+        print_card(summary["data_card"])
 
 
 def generate_main(argv: list[str]) -> int:

@@ -114,22 +114,32 @@ def data_card(run_dir: str | Path, targets: dict[str, int], *, lengths: Lengths 
     return card
 
 
-def card_rows(card: dict[str, Any]) -> list[tuple[str, str]]:
-    """The card as (what, value) lines for the final table and `magnet inspect`."""
-    rows = [("stored positives / pairs", f"{card['positives']} / {card['pairs']}")]
+def print_card(card: dict[str, Any], title: str = "data card") -> None:
+    """The card as two tables: the stored mixture per stratum beside its target and yield, then the
+    shape of the positives per kind (for the final table of `magnet generate` and `magnet inspect`)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    strata = card.get("strata", {})
+    table = Table(title=f"{title}: {card['positives']} positives, {card['pairs']} pairs stored")
+    for col in ("stratum", "target %", "positives %", "pairs %", "drawn", "yield", "died at"):
+        table.add_column(col, justify="left" if col in ("stratum", "died at") else "right", no_wrap=col == "stratum")
     for s, m in card["mixture_pct"].items():
-        extra = ""
-        row = card.get("strata", {}).get(s)
-        if row is not None:
-            died = ", ".join(f"{k} {v}" for k, v in sorted(row["died"].items()))
-            extra = f"; drawn {row['drawn']}, yield {row['yield'] if row['yield'] is not None else '-'}" + (
-                f", died: {died}" if died else "") + ("" if row["filled"] else "; UNFILLED")
-        rows.append((f"  {s}", f"{m['positives']:.1f}% pos / {m['pairs']:.1f}% pairs (target {m['target']:.1f}%){extra}"))
+        row = strata.get(s, {})
+        died = ", ".join(f"{k} {v}" for k, v in sorted(row.get("died", {}).items()))
+        name = s if row.get("filled", True) else f"{s} (unfilled)"
+        table.add_row(name, f"{m['target']:.1f}", f"{m['positives']:.1f}", f"{m['pairs']:.1f}", str(row.get("drawn", "")),
+                      "" if row.get("yield") is None else f"{row['yield']:.0%}", died)
+    console.print(table)
+    shape = Table(title="per positive, by kind")
+    for col in ("kind", "positives", "turns", "calls", "calls together"):
+        shape.add_column(col, justify="left" if col == "kind" else "right")
     for kind, k in card["kinds"].items():
-        rows.append((f"  {kind} per positive", f"{k['avg_turns']} turns, {k['avg_calls']} calls; "
-                     f"{k['with_distinct_calls_together_pct']}% with distinct calls in one message"))
+        shape.add_row(kind, str(k["positives"]), f"{k['avg_turns']:.2f}", f"{k['avg_calls']:.2f}",
+                      f"{k['with_distinct_calls_together_pct']:.0f}%")
+    console.print(shape)
     if "tokens" in card:
         t = card["tokens"]
-        rows.append(("tokens per positive", f"mean {t['mean']}, p50 {t['p50']}, p95 {t['p95']}, max {t['max']}; "
-                     f"{t['over_max_length_pct']}% over {t['max_length']}"))
-    return rows
+        console.print(f"tokens per positive (prompt mode): mean {t['mean']}, p50 {t['p50']}, p95 {t['p95']}, max {t['max']}; "
+                      f"{t['over_max_length_pct']}% over {t['max_length']}")

@@ -159,6 +159,8 @@ def _value_spots(episode: Episode) -> list[tuple[int, int, str, str]]:
         for i, call in enumerate(turn.calls):
             same = _same_turn_sources(turn, i)
             for k, v in call.arguments.items():
+                if v is None:  # an explicit null is not a value to get wrong
+                    continue
                 source = ("short_dependency" if str(v) in same else
                           "long_dependency" if v in before_turn.get(k, ()) else "user")
                 spots.append((h, i, k, source))

@@ -34,8 +34,8 @@ in prose must not run on into brackets, quotes, ``=`` or ``;``, and a text that 
 other code: no further code fence and no line of code (an assignment, an import, a statement-level
 call, a loop header) around its calls. Text with no sign of a call is a plain answer (empty list).
 Tags, fences, code spans and call openings are looked for outside double-quoted strings, so a string
-value may hold any of them; a single-quoted python string holding ````` or a backtick can still be
-taken for a fence or span, and the fence is then tried with each later ````` as its end.
+value may hold any of them; a single-quoted python string holding three backticks or one can still be
+taken for a fence or span, so a fence with a call in it is tried with each later fence mark as its end.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ _TAG = re.compile(r"</?tool_call>")
 _OPEN_TAG, _CLOSE_TAG = "<tool_call>", "</tool_call>"
 _LIST_OPEN = re.compile(rf"\[\s*{_NAME}\(")
 # A call that leads its line (after an optional bullet) or an inline code span.
-_LEADING_CALL = re.compile(rf"(?:^[ \t]*(?:(?:[-*+\u2022]|\d+[.)])[ \t]+)?|`)({_NAME})\(", re.M)
+_LEADING_CALL = re.compile(rf"(?:^[ \t]*(?:(?:[-*+\u2022]|\d+[.)])[ \t]+)?|`)({_NAME})\(", re.MULTILINE)
 _KEYWORD_OPEN = re.compile(r"\s*(?:[A-Za-z_]\w*\s*=(?!=)|\))")
 _SIGNAL_ARG_KEYS = ("arguments", "parameters", "args", "tool_input", "action_input", "kwargs")
 _ARG_KEYS = (*_SIGNAL_ARG_KEYS, "params", "input")  # "params"/"input" count only holding an object

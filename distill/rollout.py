@@ -129,13 +129,16 @@ def shuffled_tools(episode: Episode, seed: int) -> list[FunctionSpec]:
 
 def offered_per_turn(episode: Episode, tools: list[FunctionSpec]) -> list[list[str]]:
     """Names offered at each user turn. As in BFCL's miss_func entries, a withheld function is
-    absent from the first turn through its miss turn and added back at the turn after it."""
+    absent from the first turn through its miss turn and added back, after the others, at the
+    turn after it."""
     until: dict[str, int] = {}
     for h, turn in enumerate(episode.turns):
         if turn.label == "miss_func":
             for name in turn.missing:
                 until[name] = h
-    return [[t.name for t in tools if until.get(t.name, -1) < h] for h in range(len(episode.turns))]
+    always = [t.name for t in tools if t.name not in until]
+    added = sorted((t.name for t in tools if t.name in until), key=lambda n: until[n])
+    return [always + [n for n in added if until[n] < h] for h in range(len(episode.turns))]
 
 
 def output_text(result: ToolResult) -> str:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import msgspec
 
 from distill.parsers import quote
 from engine.errors import BadAnswer
 from distill.spend import Spend
 from engine.records import Message
-from engine.teacher import Teacher, Usage
+from engine.teacher import Teacher
 
 
 def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -118,7 +118,7 @@ def bind_outputs(call: ToolCall, earlier: list[Any], stated: str = "") -> ToolCa
     said = Context([stated])
     args = dict(call.arguments)
     for name, value in call.arguments.items():
-        if name in GENERIC or name not in values or value in values[name] or (value not in ("", None) and said.holds(value)):
+        if value is None or name in GENERIC or name not in values or value in values[name] or (value != "" and said.holds(value)):
             continue
         args[name] = values[name][0]
     return ToolCall(name=call.name, arguments=args)
@@ -288,11 +288,11 @@ class Translator:
         wanted = [tuple(m.rsplit(".", 1)) if "." in m else (None, m) for m in missing]
         for call in calls:
             for func, p in wanted:
-                if func in (None, call.name) and p in call.arguments:
+                if func in (None, call.name) and call.arguments.get(p) is not None:
                     return p, call.arguments[p]
         for call in calls:
             for p in self.pool.spec(call.name).parameters.get("required", []):
-                if p in call.arguments and str(call.arguments[p]) in query:
+                if call.arguments.get(p) is not None and str(call.arguments[p]) in query:
                     return p, call.arguments[p]
         raise JobFailed(f"miss_param: no required value stated in the query to leave out ({quote(query)!r})", stage="translate")
 

@@ -20,13 +20,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "graph": ("graph.cli:graph_main", "build / show the function dependency graph"),
     "paths": ("graph.cli:paths_main", "sample signature paths from a graph"),
     "inspect": ("engine.inspect_cmd:main", "counts, sizes and samples of a run directory"),
+    "view": ("engine.view.server:main", "serve a local read-only page to look at a run, its reports and the loop"),
     "requeue": ("engine.requeue:main", "make a run's dead-lettered work items pending again (after fixing the teacher)"),
     "export": ("engine.export:main", "export a run as openai | sharegpt | hf | bfcl"),
     "serve-sim": ("engine.sim_server:main", "serve the deterministic simulator as an OpenAI-compatible server"),
     "train": ("train.cli:main", "train sft | mdpo on a run's shards"),
-    "eval": ("bench.bfcl.cli:main", "evaluate a model on BFCL with BFCL's own checkers"),
+    "eval": ("engine.cli:eval_main", "evaluate a model: bfcl (BFCL's own checkers) | paths (held-out, state-checked episodes on any toolkits)"),
     "bench": ("bench.cli:main", "run a benchmark and write bench/results/"),
 }
+
+
+# `magnet eval SUITE ...`: the suite's module parses the rest (a bare `magnet eval --model ...` is BFCL, as before).
+EVAL_SUITES = {"bfcl": "bench.bfcl.cli:main", "paths": "distill.eval_paths:main"}
+
+
+def eval_main(argv: list[str]) -> int:
+    suite = "paths" if argv[:1] == ["paths"] else "bfcl"
+    module_name, func_name = EVAL_SUITES[suite].split(":")
+    return getattr(importlib.import_module(module_name), func_name)(argv[1:] if suite == "paths" else argv)
 
 
 def _usage() -> str:

@@ -34,6 +34,11 @@ class _Parser(argparse.ArgumentParser):
 
 def load_pool(names: list[str], *, bfcl_rename: bool = False) -> list[FunctionSpec]:
     """FunctionSpecs of the named toolkits (see --toolkits); unknown names -> UserInputError."""
+    return tool_pool(names, bfcl_rename=bfcl_rename).specs()
+
+
+def tool_pool(names: list[str], *, bfcl_rename: bool = False) -> Any:
+    """The named toolkits (see --toolkits) as one executable pool; unknown names -> UserInputError."""
     from graph.toolkit import ToolPool
     from graph.toolkits import builtin_toolkits
 
@@ -61,7 +66,7 @@ def load_pool(names: list[str], *, bfcl_rename: bool = False) -> list[FunctionSp
         else:
             raise UserInputError(f"--toolkits {name}: unknown toolkit; choose builtin, bfcl, one of "
                                  f"{', '.join(sorted(builtins))}, a .json spec file or a .py module")
-    return ToolPool(classes).specs()
+    return ToolPool(classes)
 
 
 def _stats_table(stats: dict[str, Any], title: str) -> Table:

@@ -32,7 +32,7 @@ import networkx as nx
 
 from engine.errors import UserInputError
 from engine.records import FunctionSpec, PathTurn, SignaturePath
-from graph.paths_config import KINDS, MULTI_TURN_VARIANTS, PathConfig, path_config
+from graph.paths_config import KINDS, PathConfig, path_config
 
 _WALK_RETRIES = 10
 _NEEDS_TWO = ("multiple", "parallel_multiple", "irrelevance")

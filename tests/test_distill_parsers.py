@@ -253,7 +253,7 @@ def test_duplicate_json_keys_are_a_bad_answer(calls, data, wrap):
     assume(call.arguments)
     key = data.draw(st.sampled_from(sorted(call.arguments)))
     body = json.dumps(call.arguments)[1:-1]  # duplicate one argument: JSON would keep the last silently
-    text = wrap.format('{"name": "%s", "arguments": {%s, %s: %s}}' % (call.name, body, json.dumps(key), json.dumps(call.arguments[key])))
+    text = wrap.format(f'{{"name": "{call.name}", "arguments": {{{body}, {json.dumps(key)}: {json.dumps(call.arguments[key])}}}}}')
     with pytest.raises(BadAnswer):
         parse_text(text)
     with pytest.raises(BadAnswer):  # and in python syntax: {"k": 1, "k": 1} is a dict literal too

@@ -13,7 +13,7 @@ from distill.generate_config import GenerateConfig
 from distill.prompts import Prompts
 from distill.spend import Spend
 from distill.structured import response_format
-from distill.translate import QUERY_SCHEMA, Translator, calls_schema, clip, describe
+from distill.translate import QUERY_SCHEMA, Translator, bind_outputs, calls_schema, clip, describe
 from engine.errors import JobFailed
 from engine.records import Message, ToolCall
 from engine.teachers.sim import SimTeacher, parse_hint
@@ -193,3 +193,88 @@ async def test_a_run_over_the_builtin_toolkits_has_no_placeholder_query(pool):
     assert episodes >= 15 and calls >= 20
     assert not [q for q in queries if re.fullmatch(r"\w+_query", q) or len(q.split()) < 4]
     assert len(set(queries)) >= 0.9 * len(queries)
+
+
+# -- multi-turn: values that must exist, fit the chosen item, or come from earlier outputs ----------
+
+
+def back_on(pool, runtime, names, *, history="(start of the conversation)", last_round="(none)"):
+    """The sim's request for ``names`` against a prepared runtime (state after earlier turns)."""
+    specs = [pool.spec(n) for n in names]
+    kits = {pool.toolkit_of(n) for n in names}
+    env = clip({k: v for k, v in runtime.snapshot().items() if k in kits}, 1200 * len(kits))
+    prompt = PROMPTS.render("back_translation", functions="\n".join(describe(s) for s in specs), history=history,
+                            last_round=last_round, environment=env, extra_rules="")
+    done = SimTeacher().answer([user(prompt)], response_format=response_format("back_translation", QUERY_SCHEMA))
+    return json.loads(done.message.content)["query"]
+
+
+def run(pool, names, query, runtime, *, last_outputs="(none)", earlier=()):
+    """Read the request back into calls, bind them as the translator does, and execute them."""
+    calls, outputs = [], list(earlier)
+    for call in forth(pool, names, query, last_outputs=last_outputs):
+        call = bind_outputs(call, outputs, query)
+        result = runtime.execute(call)
+        assert result.ok, (result.error, query)
+        calls.append(call)
+        outputs.append(result.output)
+    return calls
+
+
+def test_values_keep_the_shape_their_description_asks_for_and_logins_match_their_service(pool):
+    # "16-digit card number": not the id of the stored card; the messaging login is not the travel one.
+    names = ["authenticate_travel", "register_credit_card", "messaging_login", "read_message", "get_airport_code"]
+    runtime = pool.instantiate(seed=0, only={pool.toolkit_of(n) for n in names})
+    query = back_on(pool, runtime, names)
+    calls = run(pool, names, query, runtime)
+    card = calls[1].arguments["card_number"]
+    assert card.isdigit() and len(card) == 16
+
+
+def test_a_removal_takes_what_the_chosen_item_has(pool):
+    runtime = pool.instantiate(seed=0, only={"calendar", "notes"})
+    assert runtime.execute(ToolCall(name="invite_attendee", arguments={"event_id": "EV-0003", "email": "kim@example.com"})).ok
+    for names in (["remove_tag"], ["remove_attendee"]):
+        query = back_on(pool, runtime, names)
+        run(pool, names, query, runtime)
+    assert "kim@example.com" in query and "EV-0003" in query
+
+
+def test_an_output_that_cannot_serve_is_not_referred_to(pool):
+    runtime = pool.instantiate(seed=0, only={"notes", "banking", "files", "smarthome"})
+    # A note the last round deleted, a withdrawal's negative amount: the request states real values instead.
+    assert runtime.execute(ToolCall(name="delete_note", arguments={"note_id": "NT-0002"})).ok
+    last = 'Calls: [delete_note(note_id="NT-0002")]\nOutputs: [{"deleted": true, "note_id": "NT-0002"}]'
+    query = back_on(pool, runtime, ["append_to_note"], last_round=last)
+    assert "just found" not in query
+    run(pool, ["append_to_note"], query, runtime)
+    token = runtime.execute(ToolCall(name="bank_login", arguments={"customer_id": "CUST-2048", "pin": "4321"})).output
+    outputs = f'[{{"account_id": "ACC-1", "amount": -150.0, "kind": "withdrawal"}}]'
+    query = back_on(pool, runtime, ["convert_currency"], last_round=f"Calls: [withdraw(amount=150)]\nOutputs: {outputs}")
+    call, = run(pool, ["convert_currency"], query, runtime, last_outputs=outputs)
+    assert call.arguments["amount"] > 0 and token["auth_token"] not in query
+    # A create's path must be new even when the last round showed an existing one.
+    outputs = '[{"content": "x", "file_name": "/home/user/readme.md"}]'
+    query = back_on(pool, runtime, ["touch"], last_round=f'Calls: [cat(file_name="/home/user/readme.md")]\nOutputs: {outputs}')
+    call, = run(pool, ["touch"], query, runtime, last_outputs=outputs)
+    assert call.arguments["file_name"] != "/home/user/readme.md"
+    # A lock's PIN fetched earlier is the one stored for that lock, not a device id.
+    assert runtime.execute(ToolCall(name="get_lock_pin", arguments={"device_id": "DEV-005"})).ok
+    query = back_on(pool, runtime, ["unlock_door"])
+    run(pool, ["unlock_door"], query, runtime)
+
+
+def test_tokens_and_ids_of_earlier_rounds_are_referred_to_never_invented(pool):
+    runtime = pool.instantiate(seed=0, only={"banking", "travel"})
+    login = runtime.execute(ToolCall(name="bank_login", arguments={"customer_id": "CUST-2048", "pin": "4321"})).output
+    search = runtime.execute(ToolCall(name="search_flights", arguments={
+        "origin_airport": "SFO", "destination_airport": "JFK", "travel_date": "2025-03-14"})).output
+    auth = runtime.execute(ToolCall(name="authenticate_travel", arguments={"username": "traveler", "password": "travel123"})).output
+    history = ('User: ...\nCalls: [bank_login(customer_id="CUST-2048", pin="4321")]\n'
+               'User: ...\nCalls: [search_flights(origin_airport="SFO", destination_airport="JFK", travel_date="2025-03-14")]\n'
+               'User: ...\nCalls: [authenticate_travel(username="traveler", password="travel123")]')
+    names = ["list_accounts", "book_flight"]
+    query = back_on(pool, runtime, names, history=history)
+    assert "you got earlier" in query and "AUTH-" not in query and "FL-" not in query and "-1\"" not in query
+    calls = run(pool, names, query, runtime, earlier=[login, search, auth])
+    assert calls[0].arguments["auth_token"] == login["auth_token"]

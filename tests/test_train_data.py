@@ -200,3 +200,19 @@ def test_empty_run_and_missing_dir_are_clear_errors(tiny, tmp_path, capsys):  # 
     assert rc == 2 and "no usable trajectories" in err and "magnet generate" in err
     rc = main(["train", "mdpo", "--data", str(tmp_path / "nope"), "--model", str(tiny), "--out", str(tmp_path / "o")])
     assert rc == 2 and "no such run directory" in capsys.readouterr().err
+
+
+def test_run_sft_trains_in_the_configured_mode(tiny, tmp_path):  # noqa: F811
+    """The mode reaches training from the config: default prompt (one example per trajectory),
+    fc gives the miss_func trajectory one example per tools epoch; the summary names the mode."""
+    from train.sft import run_sft
+    from train.sft_config import SFTConfig
+
+    fingerprints = set()
+    for mode, steps in [(None, 1), ("fc", 2)]:  # one example per step: batch 1, one epoch
+        cfg = SFTConfig(batch_size=1, micro_batch_size=1, max_length=4096, device="cpu", **({"mode": mode} if mode else {}))
+        summary = run_sft(cfg, data=tmp_path, model=tiny, out=tmp_path / f"out-{mode}", records=[F.miss_func_trajectory()])
+        assert summary["config"]["mode"] == (mode or "prompt") and summary["data"]["used"] == 1
+        assert summary["steps"] == steps
+        fingerprints.add(summary["data_fingerprint"])
+    assert len(fingerprints) == 2

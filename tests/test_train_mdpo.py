@@ -43,7 +43,7 @@ def test_single_turn_loss_and_grads_match_trl(tiny, tmp_path, share_prefix):  # 
     from trl import DPOConfig, DPOTrainer
 
     tok = load_tokenizer(tiny)
-    examples, report = pair_examples(single_turn_pairs(4), ChatRenderer(tok, source="tiny", max_length=1024))
+    examples, report = pair_examples(single_turn_pairs(4), ChatRenderer(tok, source="tiny", max_length=1024, mode="fc"))
     assert report.used == 4
     policy = load_causal_lm(tiny)
     ref_model = _perturbed(policy, 1)  # a reference unlike the policy: the loss is not just ln 2

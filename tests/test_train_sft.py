@@ -46,7 +46,7 @@ def test_sft_lowers_loss_and_checkpoint_generates(tiny, tmp_path):  # noqa: F811
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run = _run_dir(tmp_path)
-    cfg = SFTConfig(learning_rate=3e-3, batch_size=4, micro_batch_size=2, epochs=4, warmup_ratio=0.1, max_length=1024)
+    cfg = SFTConfig(learning_rate=3e-3, batch_size=4, micro_batch_size=2, epochs=4, warmup_ratio=0.1, max_length=1024, mode="fc")
     summary = run_sft(cfg, data=run, model=tiny, out=tmp_path / "out")
     rows = _metrics(tmp_path / "out")
     assert len(rows) == summary["steps"] == 8
@@ -65,7 +65,7 @@ def test_sft_lowers_loss_and_checkpoint_generates(tiny, tmp_path):  # noqa: F811
 
 def test_resume_continues_identically(tiny, tmp_path):  # noqa: F811
     run = _run_dir(tmp_path)
-    cfg = SFTConfig(learning_rate=2e-3, batch_size=2, micro_batch_size=1, max_steps=4, save_every=2, max_length=1024,
+    cfg = SFTConfig(learning_rate=2e-3, batch_size=2, micro_batch_size=1, max_steps=4, save_every=2, max_length=1024, mode="fc",
                     weight_decay=0.1)
     run_sft(cfg, data=run, model=tiny, out=tmp_path / "a")
     ckpt = tmp_path / "a" / "checkpoints" / "step-000002"
@@ -83,7 +83,7 @@ def test_mdpo_lora_merged_and_reference_cache(tiny, tmp_path):  # noqa: F811
 
     run = _run_dir(tmp_path)
     cfg = MDPOConfig(learning_rate=5e-3, batch_size=2, micro_batch_size=1, epochs=1, lora=True, lora_r=4,
-                     lora_alpha=8, max_length=1024)
+                     lora_alpha=8, max_length=1024, mode="fc")
     first = run_mdpo(cfg, data=run, model=tiny, out=tmp_path / "o1")
     assert first["data"]["ref_cache_hit"] is False and Path(first["data"]["ref_cache"]).parent == run / "train_cache"
     rows = _metrics(tmp_path / "o1")
@@ -101,7 +101,7 @@ def test_mdpo_lora_merged_and_reference_cache(tiny, tmp_path):  # noqa: F811
 def test_ddp_two_cpu_processes_match_one(tiny, tmp_path):  # noqa: F811
     run = _run_dir(tmp_path)
     common = ["train", "sft", "--data", str(run), "--model", str(tiny), "--learning-rate", "2e-3", "--batch-size", "4",
-              "--micro-batch-size", "1", "--max-steps", "2", "--max-length", "1024", "--device", "cpu"]
+              "--micro-batch-size", "1", "--max-steps", "2", "--max-length", "1024", "--mode", "fc", "--device", "cpu"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                           "-m", "engine.cli", *common, "--out", str(tmp_path / "ddp")],

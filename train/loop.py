@@ -95,7 +95,9 @@ def resolve_packing(cfg: TrainConfig, model) -> TrainConfig:
     row costs attention over its full length, and length-bucketed padding is cheaper."""
     if cfg.packing != "auto":
         return cfg
-    varlen = str(getattr(model.config, "_attn_implementation", "")).startswith("flash")
+    kernel = str(getattr(model.config, "_attn_implementation", ""))
+    # torch_varlen (train/varlen_attention.py) is PyTorch's flash kernel on CUDA, a per-sequence loop elsewhere
+    varlen = kernel.startswith("flash") or (kernel == "torch_varlen" and model.device.type == "cuda")
     return msgspec.structs.replace(cfg, packing="on" if varlen else "off")
 
 

@@ -112,12 +112,17 @@ class Facts(msgspec.Struct, kw_only=True):
     fields: key -> scalar values under it, in text order (``"balance": 12.0``);
     members: container key -> the keys of the object under it (``"accounts": {"ACC-1": ...}``);
     items: container key -> the scalars of the array under it (``"tokens": ["AUTH-1"]``);
-    entries: container key -> member key -> the member's scalar value or its scalar fields."""
+    entries: container key -> member key -> the member's scalar value, or its scalar fields and
+    its lists of scalars (a note's ``"tags": [...]``: what a removal must pick from);
+    closed: containers whose text ended before the clip (absent ids there truly do not exist);
+    toolkit: container key -> the top-level key it sits under (``"passwords"`` -> ``"messaging"``)."""
 
     fields: dict[str, list[Any]] = {}
     members: dict[str, list[str]] = {}
     items: dict[str, list[Any]] = {}
     entries: dict[str, dict[str, Any]] = {}
+    closed: set[str] = set()
+    toolkit: dict[str, str] = {}
 
     def field(self, name: str) -> list[Any]:
         return self.fields.get(name, [])
@@ -125,7 +130,7 @@ class Facts(msgspec.Struct, kw_only=True):
 
 def scan(text: str) -> Facts:
     """Facts from JSON text that may be cut anywhere: tokens are read until the text ends."""
-    facts = Facts(fields={}, members={}, items={}, entries={})
+    facts = Facts(fields={}, members={}, items={}, entries={}, closed=set(), toolkit={})
     # Each frame: [kind, its key in the parent, pending key, the member it belongs to (container, key)]
     stack: list[list[Any]] = []
     pos = 0
@@ -138,10 +143,14 @@ def scan(text: str) -> Facts:
             key = top[2] if top and top[0] == "obj" else (top[1] if top and punct == "[" else None)
             owner = (top[1], top[2]) if top and top[0] == "obj" and top[1] is not None else None
             stack.append(["obj" if punct == "{" else "arr", key, None, owner])
+            if len(stack) == 3 and stack[0][0] == "obj" and key is not None and stack[1][1] is not None:
+                facts.toolkit.setdefault(key, stack[1][1])
             if top and top[0] == "obj":
                 top[2] = None
             continue
         if punct in ("}", "]"):
+            if stack and stack[-1][1] is not None:
+                facts.closed.add(stack[-1][1])
             if stack:
                 stack.pop()
             continue
@@ -167,6 +176,12 @@ def scan(text: str) -> Facts:
         if top[0] == "arr":
             if top[1] is not None and value is not None:
                 facts.items.setdefault(top[1], []).append(value)
+                parent = stack[-2] if len(stack) > 1 else None
+                if parent is not None and parent[0] == "obj" and parent[3] is not None:  # a member's own list
+                    container, member = parent[3]
+                    entry = facts.entries.setdefault(container, {}).setdefault(member, {})
+                    if isinstance(entry, dict):
+                        entry.setdefault(top[1], []).append(value)
             continue
         key, top[2] = top[2], None
         if key is None or value is None:

@@ -5,7 +5,8 @@ A request is one sentence per call, each built around a phrase taken from the fu
 description (``deposit money into an account``) followed by the values it needs, each after a
 plain-words label (``with account "ACC-042450" and amount 250``). Strings are quoted, numbers
 bare, lists as JSON; a value an earlier output provides is only referred to (``the account you
-just found``). The forth step finds each call's phrase in order and reads the labelled values
+just found``; ``the token you got earlier`` for one a call of an earlier round made, which the
+translator binds from the outputs). The forth step finds each call's phrase in order and reads the labelled values
 between it and the next phrase; values the request leaves to earlier outputs come from the
 [Reference Output] by field name (the k-th such value for the k-th call of one function).
 Functions and parameter names are never written as such: the translator rejects a request
@@ -20,7 +21,7 @@ from typing import Any
 
 from engine.records import Message
 from engine.teachers.sim_prompt import Facts, Function, Param, parse_functions, scan, sections, with_schema
-from engine.teachers.sim_values import GENERIC, Chooser, digest, words
+from engine.teachers.sim_values import GENERIC, Chooser, digest, has_shape, words
 
 TASKS = ("back_translation", "forth_translation", "miss_param_query", "follow_up")
 _SYNONYMS = {"add": "sum", "deposit": "put", "withdraw": "take out", "transfer": "move", "divide": "split",
@@ -111,8 +112,9 @@ def back_translation(prompt: str, salt: int) -> str:
     avoid = frozenset(f.name for f in fns)
     env = scan(_json_part(sec.get("Environment", "")))
     last = scan(sec.get("Last Round", "").partition("Outputs:")[2])
-    chooser = Chooser(env=env, earlier=_earlier_args(sec.get("Conversation So Far", "")), avoid=avoid,
-                      salt=digest(prompt, salt))
+    history = sec.get("Conversation So Far", "")
+    chooser = Chooser(env=env, earlier=_earlier_args(history), avoid=avoid, salt=digest(prompt, salt))
+    made = set(re.findall(r"(\w+)\(", "\n".join(line for line in history.splitlines() if line.startswith("Calls:"))))
     h = digest(prompt, salt, "words")
     seen: dict[str, int] = {}
     sentences = []
@@ -122,10 +124,15 @@ def back_translation(prompt: str, salt: int) -> str:
         segments = []
         for p in _stated(fn, h):
             name = label(p.name, avoid)
-            if _from_last_round(p, last, k):
+            if (found := _from_last_round(p, fn, last, k, chooser)) is not None:
+                chooser.taken.append(found)
                 segments.append(f"the {name} you just found" if k == 0 else f"the {_ordinal(k)} {name} you found")
-            elif any(_made_by(p, earlier) for earlier in fns[:i] if earlier.name != fn.name):
+            elif any(_made_by(p, earlier, env) for earlier in fns[:i] if earlier.name != fn.name):
                 segments.append(f"the resulting {name}")
+            elif _named_producer(p, made) and (p.name.endswith("_token") or chooser.grounded(p, fn, k) is None):
+                # Made by a call of an earlier round whose output is no longer shown: a token,
+                # the flight a search found. Referred to, never invented; the reader binds it.
+                segments.append(f"the {name} you got earlier")
             else:
                 segments.append(f"{name} {render(chooser.value(p, fn, k))}")
         what = phrase(fn, avoid)
@@ -155,26 +162,36 @@ def _intro(what: str) -> str:
     return ", using " if " with " in what else " with "
 
 
-def _from_last_round(param: Param, last: Facts, k: int) -> bool:
-    """Whether the k-th call can take this value from the last round's outputs (one value each)."""
+def _from_last_round(param: Param, fn: Function, last: Facts, k: int, chooser: Chooser) -> Any | None:
+    """The value the k-th call takes from the last round's outputs (one value each), the one the
+    reader will pick; None when there is none, or it cannot serve (a note just deleted, a
+    withdrawal's negative amount, a thermostat where a lock is wanted)."""
     if param.name in GENERIC:
-        return False
-    return len([v for v in last.field(param.name) if _fits(v, param)]) > k
+        return None
+    shown = [v for v in last.field(param.name) if _fits(v, param)]
+    return shown[k] if len(shown) > k and chooser.usable(shown[k], param, fn) else None
 
 
-def _made_by(param: Param, earlier: Function) -> bool:
+def _made_by(param: Param, earlier: Function, env: Facts) -> bool:
     """Whether an earlier call of this round produces the value: the parameter's description
     names that function ("Token from bank_login."); an id the earlier call creates ("Open a new
-    account" -> account_id); a value a lookup is described as getting ("Get the latitude ...")."""
+    account" -> account_id); a value a lookup is described as getting ("Get the latitude ..."),
+    unless the state holds it under that very name (the bank's ``pin`` is no smart lock's PIN)."""
     if re.search(rf"(?<!\w){re.escape(earlier.name)}(?!\w)", param.description):
         return True
-    if param.name in GENERIC:
+    if param.name in GENERIC or env.field(param.name) or has_shape(param):
         return False
     name_words = set(words(param.name.removesuffix("_id").replace("_", " ")))
     said = set(words(earlier.description))
     if param.name.endswith("_id"):
         return bool(name_words) and name_words <= said and earlier.description.lower().startswith(_CREATES)
     return bool(name_words) and name_words <= said and earlier.name.startswith(_LOOKUPS)
+
+
+def _named_producer(param: Param, made: set[str]) -> bool:
+    """Whether the parameter's description names a function called in an earlier round
+    ("Token from bank_login.", "Flight id from search_flights.")."""
+    return any(re.search(rf"(?<!\w){re.escape(name)}(?!\w)", param.description) for name in made)
 
 
 def _fits(value: Any, param: Param) -> bool:

@@ -7,6 +7,12 @@ query has to execute on the real toolkit. So ids come from the [Environment] sna
 holds, and everything else from the parameter's description (``e.g. "Paris"``, ``1-100``) or
 from small pools of well-known values. Choice is by a digest, so it is deterministic; the
 ``k``-th call of a function in one request gets the ``k``-th candidate, so parallel calls differ.
+
+Multi-turn state adds preconditions a value must meet: the shape the description names
+("16-digit", "MM/YY"); a removal takes what the chosen item has (that note's tags); an addition
+what it lacks; a debit an account with money; a create a path that does not exist yet; a login
+the credentials of its own service. ``Chooser.usable`` applies the same tests to a value an
+earlier output shows before the request refers to it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import msgspec
 from engine.teachers.sim_prompt import Facts, Function, Param
 
 _CITIES = {"Paris": (48.8566, 2.3522), "London": (51.5074, -0.1278), "Tokyo": (35.6762, 139.6503),
-           "New York": (40.7128, -74.006), "Berlin": (52.52, 13.405), "Sydney": (-33.8688, 151.2093),
+           "New York": (40.7128, -74.006), "San Francisco": (37.7749, -122.4194), "Sydney": (-33.8688, 151.2093),
            "Chicago": (41.8781, -87.6298), "Boston": (42.3601, -71.0589), "Seattle": (47.6062, -122.3321)}
 _POOLS: dict[str, list[Any]] = {
     "city": list(_CITIES),
@@ -56,6 +62,11 @@ _RANGES = {  # name word -> (low, high, integer): sensible magnitudes for common
     "price": (50, 150, False), "distance": (5, 60, False), "exponent": (2, 4, True), "times": (4, 12, True),
 }
 _FRESH_VERBS = ("create", "add", "register", "open", "save", "write", "make", "store", "start")
+# Functions that take something away from an item: the value must be one the item has (its own tag, an invitee).
+_REMOVALS = ("remove", "withdraw", "take", "unshare", "uninvite")
+_DIGITS = re.compile(r"\b(\d+|two|three|four|five|six)[- ]digits?\b", re.I)
+_NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+_SHAPES = (("MM/YY", r"\d\d/\d\d"), ("YYYY-MM-DD", r"\d{4}-\d\d-\d\d"), ("HH:MM", r"\d\d:\d\d"))
 _ID_WORDS = {"id", "ids", "name", "code", "number"}
 _ALIASES = {"folder": ["dirs"], "directory": ["dirs"], "dir": ["dirs"], "path": ["dirs", "files"], "file": ["files"],
             "receiver": ["users", "contacts"], "user": ["users", "contacts"], "token": ["tokens", "sessions"],
@@ -82,20 +93,30 @@ class Chooser(msgspec.Struct, kw_only=True):
     avoid: frozenset[str] = frozenset()  # function names a string value must not contain as a word
     salt: int = 0
     taken: list[Any] = []
+    held: list[Any] = []  # what the item chosen for this call already has: an addition must differ
 
     def value(self, param: Param, fn: Function, k: int) -> Any:
         """A value for ``param`` of the ``k``-th call of ``fn`` in this request, never None."""
-        for option in (self._enum, self._from_env, self._pooled, self._numeric):
+        got = self.grounded(param, fn, k)
+        if got is None:
+            got = f"{words(param.name)[-1] if words(param.name) else 'item'}-{k + 1}"
+            self.taken.append(got)
+        return got
+
+    def grounded(self, param: Param, fn: Function, k: int) -> Any | None:
+        """A value the state, the description or a pool of real values backs; None when only a
+        made-up placeholder ("order-1") would do."""
+        self.held = [] if _removal(fn) else self._item_lists(param, fn)
+        for option in (self._own, self._enum, self._from_env, self._pooled, self._numeric):
             got = option(param, fn, k)
             if got is not None:
                 self.taken.append(got)
                 return got
-        fallback = f"{words(param.name)[-1] if words(param.name) else 'item'}-{k + 1}"
-        self.taken.append(fallback)
-        return fallback
+        return None
 
     def pick(self, options: list[Any], param: Param, k: int) -> Any | None:
-        usable = [o for o in dict.fromkeys(options) if o is not None and self._clean(o)]
+        usable = [o for o in dict.fromkeys(options)
+                  if o is not None and self._clean(o) and shaped(o, param) and o not in self.held]
         if not usable:
             return None
         fresh = [o for o in usable if o not in self.taken] or usable
@@ -108,7 +129,48 @@ class Chooser(msgspec.Struct, kw_only=True):
             return False
         return not any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", value) for n in self.avoid)
 
+    def usable(self, value: Any, param: Param, fn: Function) -> bool:
+        """Whether a value an earlier output shows can serve ``param``: the right shape, a positive
+        quantity, and for an id whose collection the environment shows in full, one that is there
+        and fits (a deleted note, a thermostat for a lock's id are not)."""
+        if not shaped(value, param) or (_quantity(param.name) and isinstance(value, (int, float)) and value <= 0):
+            return False
+        if not isinstance(value, str):
+            return True
+        if _removal(fn) and (own := self._item_lists(param, fn)):
+            return value in own
+        if param.name.endswith("_id") and (tied := self._tied(param, fn)):
+            return value in tied
+        fresh = fn.description.lower().startswith(_FRESH_VERBS) and coll_is_path(param)
+        for coll in self._collections(param, fn):
+            if coll in self.env.closed:
+                ids = self._ids(coll)
+                return value not in ids if fresh else value in self._fitting(coll, ids, param, fn)
+        return True
+
     # -- sources, in order of preference ---------------------------------------------------
+
+    def _own(self, param: Param, fn: Function, k: int) -> Any | None:
+        """A removal takes what the chosen item has: that note's tags, that event's invitees."""
+        if not _removal(fn):
+            return None
+        own = self._item_lists(param, fn)
+        return self.pick(own, param, k) if own else None
+
+    def _item_lists(self, param: Param, fn: Function) -> list[Any]:
+        """The values listed under ``param`` in the entry of an item already chosen for this call
+        (``tag`` -> the note's ``tags``, ``email`` of ``remove_attendee`` -> the event's ``attendees``)."""
+        keys = _list_keys(param, fn)
+        out: list[Any] = []
+        for entries in self.env.entries.values():
+            for member in self.taken:
+                entry = entries.get(member) if isinstance(member, str) else None
+                if isinstance(entry, dict):
+                    out += [v for key in keys if isinstance(entry.get(key), list) for v in entry[key]]
+        return out
+
+    def _ids(self, coll: str) -> list[Any]:
+        return self.env.members.get(coll) or [v for v in self.env.items.get(coll, []) if isinstance(v, str)]
 
     def _enum(self, param: Param, fn: Function, k: int) -> Any | None:
         return self.pick(param.enum, param, k) if param.enum else None
@@ -116,16 +178,25 @@ class Chooser(msgspec.Struct, kw_only=True):
     def _from_env(self, param: Param, fn: Function, k: int) -> Any | None:
         if param.type in ("number", "integer", "boolean"):
             same = [v for v in self.env.field(param.name) if isinstance(v, (int, float)) and not isinstance(v, bool)
-                    and (param.type == "number" or float(v).is_integer())]
-            return self.pick(same, param, k) if same and param.name not in GENERIC and param.type != "boolean" else None
+                    and (param.type == "number" or float(v).is_integer()) and not (_quantity(param.name) and v <= 0)]
+            # A parallel call past the state's own values gets a fresh one: repeated calls must differ.
+            usable = same and k < len(set(same)) and param.name not in GENERIC and param.type != "boolean"
+            return self.pick(same, param, k) if usable else None
         if param.name in ("username", "user_name", "login"):
-            return self._credential(param, k, key=True)
+            return self._credential(param, fn, k, key=True)
         if param.name in ("password", "passcode"):
-            return self._credential(param, k, key=False)
+            return self._credential(param, fn, k, key=False)
+        if param.name.endswith("_id") and (tied := self._tied(param, fn)):
+            return self.pick(tied, param, k)
         fresh = fn.description.lower().startswith(_FRESH_VERBS)
-        for coll in self._collections(param):
-            ids = self.env.members.get(coll) or [v for v in self.env.items.get(coll, []) if isinstance(v, str)]
-            ids = self._fitting(coll, ids, param)
+        for coll in self._collections(param, fn):
+            if self._keyed_by_others(coll):
+                # A lookup keyed by other ids (``pins``: device -> PIN): the value of the item chosen.
+                mine = [v for m, v in self.env.entries.get(coll, {}).items() if m in self.taken and not isinstance(v, (dict, list))]
+                if mine:
+                    return mine[0]
+                continue
+            ids = self._fitting(coll, self._ids(coll), param, fn)
             # A user keeps talking about the same account: an id given earlier comes first.
             again = [v for v in self.earlier.get(param.name, [])[::-1] if v in ids]
             if again and not k and not fresh:
@@ -133,7 +204,9 @@ class Chooser(msgspec.Struct, kw_only=True):
             if param.type == "array" and ids:
                 return [self.pick(ids, param, k + i) for i in range(min(2, len(ids)))]
             if ids and fresh and coll in ("files", "dirs"):
-                return _fresh_path(self.pick(ids, param, k), coll, digest(self.salt) + k)
+                return self._fresh_path(self.pick(ids, param, k), coll, k)
+            if ids and coll in ("files", "dirs") and _new_name(param) and (source := self._taken_path()):
+                return self._fresh_path(source, "files", k)
             if ids:
                 return self.pick(ids, param, k)
         if param.name not in GENERIC and (same := [v for v in self.env.field(param.name) if isinstance(v, str)]):
@@ -142,9 +215,24 @@ class Chooser(msgspec.Struct, kw_only=True):
             return self.pick(self._env_words(), param, k)
         return None
 
-    def _collections(self, param: Param) -> list[str]:
-        """Container names that may hold this parameter's values: ``account_id`` -> ``accounts``."""
+    def _tied(self, param: Param, fn: Function) -> list[Any]:
+        """Ids the function's description ties to another collection's lists: "Review a product
+        you ordered" -> the ``product_ids`` of the orders."""
+        said = words(fn.description)
+        out: list[Any] = []
+        for coll, entries in self.env.entries.items():
+            stem = coll.removesuffix("s")
+            if coll in self.env.members and any(w.startswith(stem) for w in said):
+                out += [v for e in entries.values() if isinstance(e, dict) and isinstance(e.get(f"{param.name}s"), list)
+                        for v in e[f"{param.name}s"]]
+        return out
+
+    def _collections(self, param: Param, fn: Function) -> list[str]:
+        """Container names that may hold this parameter's values: ``account_id`` -> ``accounts``;
+        a removal's own container first (``remove_from_cart`` -> ``cart``). Free text is no id."""
         name = param.name.lower().rstrip("0123456789")
+        if not name.endswith(("_id", "_ids")) and _kind(name, "") in _TEXT_KINDS:
+            return []
         stems = [w for w in name.split("_") if w not in _ID_WORDS] or [name]
         base = [stems[-1], "_".join(stems)] + (words(param.description)[:3] if name.endswith(("_id", "_ids")) else [])
         out = []
@@ -152,23 +240,65 @@ class Chooser(msgspec.Struct, kw_only=True):
             out += [f"{stem}s", f"{stem}es", f"{stem[:-1]}ies", stem] + _ALIASES.get(stem, [])
         for word in words(param.description):  # "Folder to enter", "Slot name": what the value names
             out += _ALIASES.get(word, [])
+        if _removal(fn) and name.endswith("_id"):
+            out = [w for w in fn.name.split("_") if w in self.env.members] + out
         known = set(self.env.members) | set(self.env.items)
         return [c for c in dict.fromkeys(out) if c in known]
 
-    def _fitting(self, coll: str, ids: list[Any], param: Param) -> list[Any]:
-        """Members whose fields mention the parameter's description (``Id of the lock.`` -> a lock)."""
+    def _fitting(self, coll: str, ids: list[Any], param: Param, fn: Function) -> list[Any]:
+        """Members whose fields mention the parameter's description (``Id of the lock.`` -> a lock);
+        of those, the ones of the user logged in (their messages); for a removal, the ones that
+        have something to remove (an event with invitees)."""
         entries = self.env.entries.get(coll, {})
         wanted = set(words(param.description)) - {"id", "device", "user", "account"}
         good = [i for i in ids if isinstance(entries.get(i), dict)
-                and wanted & {w for v in entries[i].values() if isinstance(v, str) for w in words(v)}]
-        return good or ids
+                and wanted & {w for v in entries[i].values() if isinstance(v, str) for w in words(v)}] or ids
+        if "debit" in param.description.lower():  # an empty account cannot pay anything
+            good = [i for i in good if not (isinstance(entries.get(i), dict) and entries[i].get("balance") == 0)] or good
+        me = set(self._owners())
+        good = [i for i in good if isinstance(entries.get(i), dict) and any(v in me for v in entries[i].values() if isinstance(v, str))] or good
+        if _removal(fn):
+            keys = [key for p in fn.params if p.name != param.name for key in _list_keys(p, fn)]
+            good = [i for i in good if isinstance(entries.get(i), dict) and any(entries[i].get(key) for key in keys)] or good
+        return good
 
-    def _credential(self, param: Param, k: int, key: bool) -> Any | None:
-        for coll in ("credentials", "passwords", "logins", "accounts"):
+    def _keyed_by_others(self, coll: str) -> bool:
+        """Whether a collection's keys are the ids of another one (``pins`` keyed by device ids)."""
+        keys = set(self.env.members.get(coll) or [])
+        return bool(keys) and any(keys <= set(ids) for other, ids in self.env.members.items() if other != coll)
+
+    def _owners(self) -> list[Any]:
+        """Who the user is: the accounts of open sessions, else the state's ``me``."""
+        sessions = [v for v in self.env.entries.get("sessions", {}).values() if isinstance(v, str)]
+        return sessions or [v for v in self.env.field("me") if isinstance(v, str)]
+
+    def _taken_path(self) -> str | None:
+        files = self.env.members.get("files") or []
+        return next((v for v in self.taken if v in files), None)
+
+    def _fresh_path(self, existing: str, coll: str, k: int) -> str:
+        """A path that does not exist yet next to an existing one: what a create, a copy or a move needs."""
+        known = set(self._ids("files")) | set(self._ids("dirs")) | {v for v in self.taken if isinstance(v, str)}
+        start = digest(self.salt) + k
+        options = [_fresh_path(existing, coll, start + i) for i in range(5)]
+        return next((o for o in options if o not in known), options[0])
+
+    def _credential(self, param: Param, fn: Function, k: int, key: bool) -> Any | None:
+        """A user name and its password from the logins of the function's own service (the one its
+        name or description names), the account owner's first; a password matches the name given."""
+        colls = [c for c in ("credentials", "passwords", "logins", "accounts") if c in self.env.entries]
+        said = f"{fn.name} {fn.description}".lower()
+        colls.sort(key=lambda c: self.env.toolkit.get(c, "")[:4] not in said)
+        for coll in colls:
             pairs = {u: p for u, p in self.env.entries.get(coll, {}).items() if isinstance(p, str)}
-            if pairs:
-                user = sorted(pairs)[(digest(coll, self.salt) + k) % len(pairs)]
-                return user if key else pairs[user]
+            if not pairs:
+                continue
+            if not key and (named := next((t for t in self.taken if t in pairs), None)) is not None:
+                return pairs[named]
+            names = {v for e in self.env.entries.values() for i, v in e.items() if i in self._owners()}
+            users = sorted(pairs, key=lambda u: (u not in names, u))
+            user = users[0] if k == 0 and users[0] in names else users[(digest(coll, self.salt) + k) % len(users)]
+            return user if key else pairs[user]
         return None
 
     def _env_words(self) -> list[str]:
@@ -206,6 +336,49 @@ class Chooser(msgspec.Struct, kw_only=True):
         n = (high - low) // step + 1
         value = low + ((digest(name, self.salt) + k * 7) % int(n)) * step
         return int(value) if integer else float(value)
+
+
+_TEXT_KINDS = ("message", "reason", "content")
+
+
+def shaped(value: Any, param: Param) -> bool:
+    """Whether a string has the shape the description asks for ("16-digit", "MM/YY", "HH:MM")."""
+    if not isinstance(value, str) or param.type not in ("string", "any"):
+        return True
+    if (m := _DIGITS.search(param.description)) is not None:
+        n = int(m.group(1)) if m.group(1).isdigit() else _NUMBER_WORDS[m.group(1).lower()]
+        return value.isdigit() and len(value) == n
+    return all(re.fullmatch(shape, value) for key, shape in _SHAPES if key in param.description)
+
+
+def has_shape(param: Param) -> bool:
+    """Whether the description fixes the value's format: a value the user states, not looks up."""
+    return _DIGITS.search(param.description) is not None or any(key in param.description for key, _ in _SHAPES)
+
+
+def coll_is_path(param: Param) -> bool:
+    """Whether the parameter names a file or folder (a create's path must be new)."""
+    return bool({"file", "folder", "dir", "path"} & set(words(param.name.replace("_", " "))))
+
+
+def _quantity(name: str) -> bool:
+    """Whether the parameter is an amount of something, which no toolkit takes as zero or negative."""
+    return any(word in name.lower() for word in _RANGES)
+
+
+def _removal(fn: Function) -> bool:
+    return fn.name.split("_")[0] in _REMOVALS or fn.description.lower().startswith(_REMOVALS)
+
+
+def _list_keys(param: Param, fn: Function) -> list[str]:
+    """Names an item's list of this parameter's values may have: ``tag`` -> ``tags``; the
+    function's own nouns (``remove_attendee`` -> ``attendees``)."""
+    return [f"{param.name}s", f"{param.name}es"] + [f"{w}s" for w in fn.name.split("_")[1:]]
+
+
+def _new_name(param: Param) -> bool:
+    """A path parameter that names something to be made ("New name", "Name of the copy")."""
+    return bool({"new", "copy"} & set(words(param.description)))
 
 
 def _kind(name: str, desc: str) -> str:
