@@ -70,13 +70,16 @@ def markdown(info: dict[str, Any], card: dict[str, Any], verdict: dict[str, Any]
         died = ", ".join(f"{k}: {v}" for k, v in sorted(row.get("died", {}).items()))
         lines.append(f"| {s} | {m['target']:.1f} | {m['positives']:.1f} | {m['pairs']:.1f} | {row.get('drawn', '')} | "
                      f"{row.get('yield', '')} | {died} |")
-    lines += ["", "| kind | positives | avg turns | avg calls | distinct calls in one message |", "|---|---|---|---|---|"]
+    lines += ["", "| kind | positives | avg turns | avg calls | distinct calls in one message | mean tokens | over 2,048 |",
+              "|---|---|---|---|---|---|---|"]
     for kind, k in card["kinds"].items():
-        lines.append(f"| {kind} | {k['positives']} | {k['avg_turns']} | {k['avg_calls']} | {k['with_distinct_calls_together_pct']}% |")
+        lines.append(f"| {kind} | {k['positives']} | {k['avg_turns']} | {k['avg_calls']} | {k['with_distinct_calls_together_pct']}% | "
+                     f"{k.get('tokens_mean', '')} | {k.get('over_max_length_pct', '')}% |")
     t = card.get("tokens")
     if t:
+        over = ", ".join(f"{pct}% over {n:,}" for n, pct in t["over_pct"].items())
         lines += ["", f"Tokens per positive (prompt mode, SmolLM2 template): mean {t['mean']}, p50 {t['p50']}, p95 {t['p95']}, "
-                      f"max {t['max']}; {t['over_max_length_pct']}% over {t['max_length']}."]
+                      f"max {t['max']}; {over}."]
     lines += ["", "| target | measured | met |", "|---|---|---|",
               f"| stored mixture within 3 points per stratum | worst {verdict['mixture_worst_points']} points | {verdict['mixture_ok']} |",
               f"| multi-turn >= 4 turns, >= 8 calls | {verdict['multi_turn_turns']} turns, {verdict['multi_turn_calls']} calls | {verdict['multi_turn_ok']} |",

@@ -142,13 +142,13 @@ def reason_key(error: str) -> str:
 
 
 async def _generate(config: GenerateConfig, args: argparse.Namespace) -> dict[str, Any]:
+    from distill.data_card import data_card, token_counter
     from distill.pipeline import Distiller
+    from distill.strata import StratifiedSource
     from engine import metrics
+    from engine.errors import JobFailed
     from engine.scheduler import run_jobs
     from engine.store import RunStore, config_fingerprint
-    from distill.data_card import data_card, token_counter
-    from distill.strata import StratifiedSource
-    from engine.errors import JobFailed
     from engine.teachers import make_teacher
     from graph.paths import PathSampler
     from graph.paths_config import path_config
@@ -174,6 +174,7 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace) -> dict[st
         source = StratifiedSource(PathSampler(graph, pool.specs(), path_cfg), config.seed, counts, config.draw_factor,
                                   store.is_finished)
         source.resume(*_stored_outcomes(run_dir, store.is_finished))
+        source.repair(store.incomplete_items)
 
         async def job(path: Any) -> list[tuple[str, Any]]:
             try:

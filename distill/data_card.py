@@ -83,6 +83,7 @@ def data_card(run_dir: str | Path, targets: dict[str, int], *, lengths: Lengths 
         shapes[_kind(stratum)].append(trajectory_shape(traj))
         if lengths is not None:
             tokens.append(lengths(traj))
+            shapes[_kind(stratum)][-1]["tokens"] = tokens[-1]
     for pair in read_records(run_dir, "pairs"):
         pairs[stratum_of_id(_path_id(pair.episode_id))] += 1
     n_pos, n_pairs, n_target = sum(positives.values()), sum(pairs.values()), sum(targets.values())
@@ -103,11 +104,15 @@ def data_card(run_dir: str | Path, targets: dict[str, int], *, lengths: Lengths 
             "avg_calls": round(statistics.mean(r["calls"] for r in rows), 2),
             "with_distinct_calls_together_pct": round(100 * sum(r["max_distinct_together"] >= 2 for r in rows) / len(rows), 1),
         }
+        if tokens:
+            card["kinds"][kind]["tokens_mean"] = round(statistics.mean(r["tokens"] for r in rows))
+            card["kinds"][kind]["over_max_length_pct"] = round(100 * sum(r["tokens"] > max_length for r in rows) / len(rows), 1)
     if tokens:
         qs = statistics.quantiles(tokens, n=20) if len(tokens) > 1 else [tokens[0]] * 19
         card["tokens"] = {"count": len(tokens), "mean": round(statistics.mean(tokens)), "p50": round(qs[9]),
                           "p95": round(qs[18]), "max": max(tokens), "max_length": max_length,
-                          "over_max_length_pct": round(100 * sum(t > max_length for t in tokens) / len(tokens), 2)}
+                          "over_max_length_pct": round(100 * sum(t > max_length for t in tokens) / len(tokens), 2),
+                          "over_pct": {n: round(100 * sum(t > n for t in tokens) / len(tokens), 2) for n in (2048, 4096, 8192)}}
     if strata is not None:
         card["strata"] = strata
         card["unfilled"] = sorted(s for s, row in strata.items() if not row["filled"])
@@ -141,5 +146,5 @@ def print_card(card: dict[str, Any], title: str = "data card") -> None:
     console.print(shape)
     if "tokens" in card:
         t = card["tokens"]
-        console.print(f"tokens per positive (prompt mode): mean {t['mean']}, p50 {t['p50']}, p95 {t['p95']}, max {t['max']}; "
-                      f"{t['over_max_length_pct']}% over {t['max_length']}")
+        over = ", ".join(f"{pct}% over {n}" for n, pct in t["over_pct"].items())
+        console.print(f"tokens per positive (prompt mode): mean {t['mean']}, p50 {t['p50']}, p95 {t['p95']}, max {t['max']}; {over}")

@@ -30,7 +30,12 @@ from typing import Any
 
 import msgspec
 
-from distill.eval_config import TESTSET_SEED_OFFSET, EvalPathsConfig, TestsetSpec, field_help
+from distill.eval_config import (
+    TESTSET_SEED_OFFSET,
+    EvalPathsConfig,
+    TestsetSpec,
+    field_help,
+)
 from engine.errors import UserInputError
 
 TESTSET_FILE = "testset.json"
@@ -139,8 +144,10 @@ def _authored(folder: Path, is_finished: Any) -> tuple[list[str], list[str], lis
     return done + [pid for pid, _ in dead], [e.path_id for e in read_records(folder, "episodes")], dead
 
 
-async def author_testset(spec: TestsetSpec, folder: Path, pool: Any, config: EvalPathsConfig, progress: bool) -> dict[str, Any]:
-    """Translate paths into episodes until every stratum holds ``per_kind`` (or ran out of draws)."""
+async def author_testset(spec: TestsetSpec, folder: Path, pool: Any, author: Any, config: EvalPathsConfig,
+                         progress: bool) -> dict[str, Any]:
+    """Translate paths into episodes until every stratum holds ``per_kind`` (or ran out of draws).
+    ``author`` is asked nothing when the test set is complete."""
     from distill.cli import load_or_build_graph
     from distill.generate_config import GenerateConfig
     from distill.prompts import Prompts
@@ -151,7 +158,6 @@ async def author_testset(spec: TestsetSpec, folder: Path, pool: Any, config: Eva
     from engine.errors import JobFailed
     from engine.scheduler import run_jobs
     from engine.store import RunStore, write_json_atomic
-    from engine.teachers import make_teacher
     from graph.paths import PathSampler
     from graph.paths_config import path_config
 
@@ -166,8 +172,7 @@ async def author_testset(spec: TestsetSpec, folder: Path, pool: Any, config: Eva
                                   store.is_finished)
         source.resume(*_authored(folder, store.is_finished))
         run: dict[str, Any] = {"done": 0, "failed": 0, "skipped": 0}
-        if any(s.wants_more() for s in source.strata.values()):  # a complete test set needs no author
-            author = make_teacher(spec.author, **teacher_kwargs(config.teacher_options, spec.author))
+        if any(s.wants_more() for s in source.strata.values()):
             translator = Translator(author, pool, Prompts(None), GenerateConfig(
                 teacher=spec.author, seed=spec.seed, translate_attempts=spec.translate_attempts,
                 structured_outputs=spec.structured_outputs, max_tokens=spec.author_max_tokens))
@@ -188,12 +193,9 @@ async def author_testset(spec: TestsetSpec, folder: Path, pool: Any, config: Eva
                 source.settle(path, True, None)
                 return [("paths", path), ("episodes", episode)]
 
-            try:
-                run = await run_jobs(source, job, store, item_id=lambda p: p.id, stage="author", max_in_flight=config.concurrency,
-                                     total=sum(s.max_draws for s in source.strata.values()), progress=progress,
-                                     item_payload=msgspec.to_builtins)
-            finally:
-                await author.aclose()
+            run = await run_jobs(source, job, store, item_id=lambda p: p.id, stage="author", max_in_flight=config.concurrency,
+                                 total=sum(s.max_draws for s in source.strata.values()), progress=progress,
+                                 item_payload=msgspec.to_builtins)
         store.write_manifest({"eval_testset": {**seed_space, "author": spec.author, "strata": source.table()}})
     finally:
         store.close()
@@ -294,8 +296,9 @@ async def _eval(config: EvalPathsConfig, given: set[str], args: argparse.Namespa
     spec, folder = resolve_testset(config, given)
     pool = tool_pool(spec.toolkits)
     progress = getattr(args, "progress", True)
-    # Built (spec checked; nothing connects yet) before anything is written: a mistyped --model leaves no trace.
-    # A truncated or garbled answer is the model's answer: the backend never re-asks.
+    # Built (specs checked; nothing connects yet) before anything is written: a mistyped --model or --author
+    # leaves no trace. A truncated or garbled answer is the model's answer: the backend never re-asks.
+    author = make_teacher(spec.author, **teacher_kwargs(config.teacher_options, spec.author))
     model = None if config.model == "replay" else make_teacher(
         config.model, **teacher_kwargs(config.teacher_options, config.model, max_bad_answer_retries=0))
     # The results folder is opened first: the default test set lives inside it.
@@ -303,7 +306,10 @@ async def _eval(config: EvalPathsConfig, given: set[str], args: argparse.Namespa
                           config_fingerprint=fingerprint({"testset": fingerprint(msgspec.to_builtins(spec)), **config.run_fields()}),
                           config=msgspec.to_builtins(config))
     try:
-        authored = await author_testset(spec, folder, pool, config, progress)
+        try:
+            authored = await author_testset(spec, folder, pool, author, config, progress)
+        finally:
+            await author.aclose()
         if authored.get("interrupted"):
             if model is not None:
                 await model.aclose()
@@ -321,9 +327,11 @@ def main(argv: list[str]) -> int:
     if report.get("interrupted"):
         print("magnet eval paths: interrupted while authoring the test set; rerun the same command to resume")
         return 130
+    from distill.eval_report import pct
+
     o = report["overall"]
-    kinds = ", ".join(f"{k} {s['accuracy']:.0%}" for k, s in report["by_kind"].items())
-    print(f"{report['model']} ({report['mode']}): {o['passed']}/{o['n']} passed, accuracy {o['accuracy']:.1%} "
-          f"(macro {o['accuracy_macro']:.1%}); {kinds}")
+    kinds = ", ".join(f"{k} {pct(s['accuracy'])}" for k, s in report["by_kind"].items())
+    print(f"{report['model']} ({report['mode']}): {o['passed']}/{o['n']} passed, accuracy {pct(o['accuracy'])} "
+          f"(macro {pct(o['accuracy_macro'])}); {kinds}")
     print(f"report: {Path(config.out) / REPORT_MD}")
     return 130 if report["this_run"]["interrupted"] else 0

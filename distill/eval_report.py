@@ -18,7 +18,7 @@ from distill.eval_grade import REASONS, expected_text, said, turn_spans
 from distill.strata import stratum_of_id
 from engine.records import DeadLetter, Episode, Trajectory
 
-_ERROR_LINE = re.compile(r"turn (-?\d+): (\w+): (.*)", re.S)
+_ERROR_LINE = re.compile(r"turn (-?\d+): (\w+): (.*)", re.DOTALL)
 MARKDOWN_FAILURES = 40  # the JSON report lists them all
 
 
@@ -72,7 +72,7 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
@@ -81,20 +81,21 @@ def _table(title: str, scores: dict[str, dict[str, Any]]) -> list[str]:
              "|---|---:|---:|---:|---:|---|"]
     for name, s in scores.items():
         reasons = ", ".join(f"{k} {v}" for k, v in s["reasons"].items())
-        lines.append(f"| {name} | {s['n']} | {s['passed']} | {_pct(s['accuracy'])} | {_pct(s['state_accuracy'])} | {reasons} |")
+        lines.append(f"| {name} | {s['n']} | {s['passed']} | {pct(s['accuracy'])} | {pct(s['state_accuracy'])} | {reasons} |")
     return lines + [""]
 
 
 def to_markdown(report: dict[str, Any]) -> str:
     o = report["overall"]
+    short = ", ".join(f"{k} {n}" for k, n in report["short_kinds"].items())
     lines = [f"# magnet eval paths: {report['model']} ({report['mode']} mode)", "",
-             f"- test set: `{report['testset']}`, authored by `{report['author']}` from path seed {report['path_seed']:,} "
-             f"(seed space offset {report['seed_offset']:,}); toolkits: {', '.join(report['toolkits'])}",
-             f"- episodes: {report['episodes']} in the test set, {o['n']} evaluated, {report['pending']} pending",
-             *([f"- short of {report['per_kind']} episodes per kind (the author translated fewer within --draw-factor): "
-                + ", ".join(f"{k} {n}" for k, n in report["short_kinds"].items())] if report["short_kinds"] else []),
-             f"- accuracy: {_pct(o['accuracy'])} ({o['passed']}/{o['n']}), macro over kinds {_pct(o['accuracy_macro'])}, "
-             f"without the grounding check {_pct(o['state_accuracy'])}", ""]
+             (f"- test set: `{report['testset']}`, authored by `{report['author']}` from path seed {report['path_seed']:,} "
+              f"(seed space offset {report['seed_offset']:,}); toolkits: {', '.join(report['toolkits'])}"),
+             f"- episodes: {report['episodes']} in the test set, {o['n']} evaluated, {report['pending']} pending"]
+    if short:
+        lines.append(f"- short of {report['per_kind']} episodes per kind (the author translated fewer within --draw-factor): {short}")
+    lines += [(f"- accuracy: {pct(o['accuracy'])} ({o['passed']}/{o['n']}), macro over kinds {pct(o['accuracy_macro'])}, "
+               f"without the grounding check {pct(o['state_accuracy'])}"), ""]
     lines += _table("By path kind", report["by_kind"])
     lines += _table("By toolkit", report["by_toolkit"])
     used = Counter(r["reason"] for r in report["failures"])

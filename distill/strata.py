@@ -88,6 +88,17 @@ class StratifiedSource:
         self.sampler, self.seed, self.is_finished = sampler, seed, is_finished
         self.strata = {s: Stratum(name=s, target=n, max_draws=math.ceil(draw_factor * n)) for s, n in counts.items() if n > 0}
         self._changed = asyncio.Event()
+        self._repairs: list[SignaturePath] = []
+        self._repaired: set[str] = set()
+
+    def repair(self, path_ids: list[str]) -> None:
+        """Paths marked finished whose records a damaged shard lost: drawn again first, whatever
+        their stratum's count says (their outcome was counted from records that are gone)."""
+        for pid in path_ids:
+            stratum, seed, index = pid.rsplit("-", 2)
+            if stratum in self.strata and seed == str(self.seed) and index.isdigit():
+                self._repairs.append(self.sampler.path(stratum, self.seed, int(index)))
+                self._repaired.add(pid)
 
     def resume(self, finished_ids: list[str], positive_path_ids: list[str], deaths: list[tuple[str, str]]) -> None:
         """Counts from earlier runs: finished paths, stored positives, and (path id, stage) of deaths."""
@@ -109,6 +120,10 @@ class StratifiedSource:
         return max(open_, key=lambda s: (s.target - s.stored - s.in_flight * s.yield_estimate()) / s.target)
 
     async def __aiter__(self) -> AsyncIterator[SignaturePath]:
+        for path in self._repairs:
+            self.strata[stratum_of_id(path.id)].drawn += 1
+            self.strata[stratum_of_id(path.id)].in_flight += 1
+            yield path
         while True:
             stratum = self._pick()
             if stratum is None:
@@ -119,8 +134,8 @@ class StratifiedSource:
                 continue
             path = self.sampler.path(stratum.name, self.seed, stratum.next_index)
             stratum.next_index += 1
-            if self.is_finished(path.id):
-                continue  # counted by resume()
+            if self.is_finished(path.id) or path.id in self._repaired:
+                continue  # counted by resume(), or drawn again first by repair()
             stratum.drawn += 1
             stratum.in_flight += 1
             yield path

@@ -118,7 +118,7 @@ def bind_outputs(call: ToolCall, earlier: list[Any], stated: str = "") -> ToolCa
     said = Context([stated])
     args = dict(call.arguments)
     for name, value in call.arguments.items():
-        if value is None or name in GENERIC or name not in values or value in values[name] or (value != "" and said.holds(value)):
+        if value is None or isinstance(value, (list, dict)) or name in GENERIC or name not in values or value in values[name] or (value != "" and said.holds(value)):
             continue
         args[name] = values[name][0]
     return ToolCall(name=call.name, arguments=args)

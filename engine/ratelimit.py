@@ -4,7 +4,8 @@ Every request reserves, before it is sent, one request plus an estimate of its t
 (input from the body size, output from ``max_tokens``) from each known bucket; after the
 reply the estimate is trued up with the real usage. Limits come from the config and/or
 from ``x-ratelimit-*`` response headers (the lower one wins). Concurrency adapts AIMD
-style within [1, max_concurrency]: halved once per 429 episode, +1 per window of successes.
+style within [1, max_concurrency]: halved once per 429 episode that no measured request rate
+explains (below), +1 per window of successes.
 A request limit is also kept over every rolling minute (``RollingWindow``), since servers
 that count a rolling window see a bucket's catch-up burst after a stall as an overrun.
 
@@ -12,12 +13,15 @@ A server that sends no ``x-ratelimit-*`` headers (many proxies and providers ans
 only Retry-After) still has a request rate, and concurrency cannot express it: at 1,200 RPM and
 50 ms answers, one request in flight already sends faster than the limit. So each 429 episode
 *measures* the rate the server let through: requests sent over the last minute minus those it
-refused, spread over that span plus the Retry-After it asks for (a rolling window exhausted by a
-burst in 2 s answers "retry after 58 s": 1,200 / (2 + 58) s is 1,200 per minute, where a server
-that limits per second would have answered "1 s"). That estimate drives the request bucket and
+refused, spread over the time we were sending plus the Retry-After it asks for (a rolling window
+exhausted by a burst in 2 s answers "retry after 58 s": 1,200 / (2 + 58) s is 1,200 per minute,
+where a server that limits per second would have answered "1 s"; our earlier pauses are left
+out, as a limit counted per second would have admitted requests during them). That estimate drives the request bucket and
 the rolling window like a configured RPM (a configured RPM stays the ceiling); while it holds
-senders back it creeps up by ``RATE_GROWTH_PER_MIN`` of itself per minute, so a raised limit is
-found again, and a 429 that the measure cannot explain cuts it multiplicatively (``RATE_BACKOFF``).
+senders back it creeps up by ``RATE_GROWTH_PER_MIN`` of itself per minute, faster the longer no
+429 came, so a raised limit (or a rate set by a stray 429) is found again; a 429 that the measure
+cannot explain cuts it multiplicatively (``RATE_BACKOFF``). Under ``MIN_ADMITTED`` requests a
+minute there is nothing to measure, and concurrency AIMD with the pauses is all there is.
 
 Until the first reply arrives only one request is in flight, so limits announced in headers
 are known before the first burst. A 429 pauses *every* sender until its Retry-After has passed, so a retry re-enters here and
@@ -41,10 +45,14 @@ _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _durations: dict[str, float | None] = {}
 _MAX_PAUSE_S = 60.0  # never trust a header to stop us for longer than one rate window
 RATE_WINDOW_S = 60.0  # requests per minute: the span a 429-learned rate is measured over
-# A 429-learned rate grows by this fraction of itself per minute spent at it: one success adds this
-# many requests per minute. Slow enough that the server's rolling count (which lags our rate by
-# half a window) overshoots the limit by ~1% before the next 429 re-measures it.
+# A 429-learned rate grows by this fraction of itself per minute spent at it (one success adds this
+# many requests per minute), times 1 + the minutes since the last 429. Slow near the last 429,
+# where the server's rolling count (which lags our rate by half a window) overshoots the limit by
+# ~1% before the next 429 re-measures it; faster the longer no 429 says the limit is near.
 RATE_GROWTH_PER_MIN = 0.03
+# Fewer requests let through in the last minute measure nothing: a lone 429 after the first
+# request is not a limit of one request per minute.
+MIN_ADMITTED = 10
 # A 429 although at least the current estimate got through in the last minute: the limit fell,
 # or other clients share it.
 RATE_BACKOFF = 0.9
@@ -164,6 +172,7 @@ class Limiter:
         self._rate_wait = 0.0
         self._first_send: float | None = None
         self._refused: deque[float] = deque()  # times of the last minute's 429s
+        self._pauses: deque[tuple[float, float]] = deque()  # the last minute's Retry-After pauses (from, to)
         self.tokens = TokenBucket(tpm, now) if tpm else None
         self.input = TokenBucket(tpm_in, now) if tpm_in else None
         self.output = TokenBucket(tpm_out, now) if tpm_out else None
@@ -260,41 +269,52 @@ class Limiter:
             self.slots = int(self.concurrency)
         # Only while the rate holds senders back: below it, a success is no evidence of more room.
         if self.rate_bound and self.estimated is not None and "requests" not in self.learned:
-            self._apply_estimate(self.estimated + RATE_GROWTH_PER_MIN)
+            calm_min = max(self.clock() - self._next_decrease, 0.0) / 60.0
+            self._apply_estimate(self.estimated + RATE_GROWTH_PER_MIN * (1.0 + calm_min))
 
     def on_rate_limited(self, retry_after: float | None) -> None:
-        """A 429: pause every sender until Retry-After; once per episode halve concurrency and,
-        unless headers announce the limit, measure the request rate the server allows."""
+        """A 429: pause every sender until Retry-After. Once per episode, unless headers announce
+        the limit, measure the request rate the server allows; halve concurrency if none is known."""
         now = self.clock()
         wait = min(retry_after if retry_after is not None else 1.0, _MAX_PAUSE_S)
         self.paused_until = max(self.paused_until, now + wait)
-        self._refused.append(now)
+        if "requests" not in self.learned:
+            self._refused.append(now)
         if now >= self._next_decrease:
-            self.concurrency = max(1.0, self.concurrency / 2.0)
-            self.slots = int(self.concurrency)
             self._next_decrease = self.paused_until
-            if "requests" not in self.learned:
-                self._measure_rate(now, wait)
+            # A measured rate explains the 429; halving concurrency too would starve slow answers
+            # (1,200 RPM at 2 s per answer needs 40 in flight).
+            if "requests" in self.learned or not self._measure_rate(now, wait):
+                self.concurrency = max(1.0, self.concurrency / 2.0)
+                self.slots = int(self.concurrency)
         if self.requests is not None:
             # Empty, and saving nothing up during the pause: a full bucket after it would burst into
             # a window that has only just begun to free up.
             self.requests.clamp(0.0)
             self.requests.stamp = max(self.requests.stamp, self.paused_until)
 
-    def _measure_rate(self, now: float, wait: float) -> None:
-        """The requests per minute the server let through up to this 429 (see the module doc)."""
+    def _measure_rate(self, now: float, wait: float) -> bool:
+        """Apply the requests per minute the server let through up to this 429 (see the module doc);
+        False when too little was let through to measure and no estimate is known."""
         self.window.wait(now)  # drops sends older than the window
         refused = self._refused
         while refused[0] <= now - RATE_WINDOW_S:
             refused.popleft()
         admitted = len(self.window.sent) - len(refused)
-        span = min(now - self._first_send, RATE_WINDOW_S) if self._first_send is not None else 0.0
-        measured = admitted * 60.0 / (span + wait) if admitted > 0 and span + wait > 0 else None
+        start = now - min(now - self._first_send, RATE_WINDOW_S) if self._first_send is not None else now
+        pauses = self._pauses
+        while pauses and pauses[0][1] <= start:
+            pauses.popleft()
+        paused = sum(min(end, now) - max(begin, start) for begin, end in pauses)
+        sending = now - start - paused + wait
+        measured = admitted * 60.0 / sending if admitted >= MIN_ADMITTED and sending > 0 else None
         current = self.estimated
         if measured is not None and (current is None or measured < current):
             self._apply_estimate(measured)
         elif current is not None:
             self._apply_estimate(current * RATE_BACKOFF)
+        self._pauses.append((now, now + wait))
+        return self.estimated is not None
 
     def _apply_estimate(self, per_minute: float) -> None:
         configured = self.configured["requests"]

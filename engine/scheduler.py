@@ -31,7 +31,13 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Itera
 from typing import Any, TypeVar
 
 from engine import metrics
-from engine.errors import BadAnswer, JobFailed, TeacherUnavailable, UserInputError, failure_kind
+from engine.errors import (
+    BadAnswer,
+    JobFailed,
+    TeacherUnavailable,
+    UserInputError,
+    failure_kind,
+)
 from engine.records import DeadLetter, Record
 
 T = TypeVar("T")

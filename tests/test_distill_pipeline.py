@@ -69,6 +69,11 @@ async def test_positive_is_verified_with_hints_stripped_and_negative_pairs(pool)
     users = [m.content for m in pos.messages if m.role == "user"]
     assert users == [t.query for t in episode.turns]
     assert sorted(t.name for t in pos.tools) == sorted(t.name for t in episode.tools)
+    # BFCL's miss_func: the function is absent until the turn that adds it back (last), with BFCL's follow-up
+    assert [("search_flights" in names) for names in pos.turn_tools] == [False, False, False, True]
+    assert pos.turn_tools[3][-1] == "search_flights"
+    assert episode.turns[3].query == "I have updated some more functions you can choose from. What about now?"
+    assert not any(m.role == "system" for m in pos.messages)  # the system prompt belongs to the rendering mode
     pair, = recs["pairs"]
     assert pair.chosen.id == pos.id and pair.episode_id == episode.id == pair.rejected.episode_id
     assert pair.rejected.source.startswith("perturbed:") and not pair.rejected.verification.ok

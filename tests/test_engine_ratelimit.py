@@ -16,7 +16,7 @@ import pytest
 
 from engine import metrics
 from engine.errors import BadAnswer, FatalTeacherError, RateLimited, RetryableError
-from engine.ratelimit import RATE_BACKOFF, RATE_GROWTH_PER_MIN, Limiter, TokenBucket, parse_duration, retry_after_seconds
+from engine.ratelimit import MIN_ADMITTED, RATE_BACKOFF, RATE_GROWTH_PER_MIN, Limiter, TokenBucket, parse_duration, retry_after_seconds
 from engine.records import Message
 from engine.retry import backoff_delay, with_retries
 from engine.sim_server import serve_sim
@@ -356,18 +356,21 @@ async def test_the_learned_rate_creeps_up_only_while_it_holds_senders_back():
     limiter.on_rate_limited(1.0)  # in the last minute: 59 sent, 1 refused; over (60 + 1) s
     learned = limiter.estimated
     assert learned == pytest.approx(58 * 60 / 61)
-    clock.now = limiter.paused_until
+    limited_until = clock.now = limiter.paused_until
     for _ in range(50):  # demand at a fifth of the rate: every grant is immediate, no evidence of more room
         clock.now += 5.0
         await limiter.acquire()
         limiter.release()
         limiter.on_success()
     assert limiter.estimated == learned
+    calm_from = (clock.now - limited_until) / 60
     for _ in range(30):  # back to back: every request waits for the bucket
         await limiter.acquire()
         limiter.release()
         limiter.on_success()
-    assert limiter.estimated == pytest.approx(learned + 30 * RATE_GROWTH_PER_MIN)
+    calm_to = (clock.now - limited_until) / 60
+    # RATE_GROWTH_PER_MIN per success, times 1 + the minutes since the 429 (about 4.5 here)
+    assert learned + 30 * RATE_GROWTH_PER_MIN * (1 + calm_from) <= limiter.estimated <= learned + 30 * RATE_GROWTH_PER_MIN * (1 + calm_to)
     assert limiter.snapshot()["limits_per_min"]["requests"] == round(limiter.estimated, 1)
 
 
@@ -381,6 +384,18 @@ def test_a_429_the_measure_cannot_explain_backs_off_multiplicatively():
     _send_steadily(limiter, clock, 30, 0.01)
     limiter.on_rate_limited(1.0)  # more got through than the estimate, yet refused: others share the limit
     assert limiter.estimated == pytest.approx(RATE_BACKOFF * 99.0)
+
+
+def test_a_lone_429_measures_nothing_and_halves_concurrency():
+    clock = VirtualClock()
+    limiter = Limiter(max_concurrency=8, clock=clock, sleep=clock.sleep)
+    _send_steadily(limiter, clock, MIN_ADMITTED - 1, 0.5)
+    limiter.on_rate_limited(1.0)  # too few got through to say anything about a rate
+    assert limiter.estimated is None and limiter.requests is None and limiter.concurrency == 4.0
+    clock.now = limiter.paused_until
+    _send_steadily(limiter, clock, 20, 0.5)
+    limiter.on_rate_limited(1.0)  # now a rate is measured, and it explains the 429: concurrency stays
+    assert limiter.estimated is not None and limiter.concurrency == 4.0
 
 
 def test_headers_win_over_the_429_estimate():

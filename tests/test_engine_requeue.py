@@ -11,11 +11,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import _records_factory as F
 import msgspec
 import orjson
 import pytest
 
-import _records_factory as F
 from engine.records import DeadLetter
 from engine.shards import iter_folder, shard_files
 from engine.store import REQUEUED, RequeuedLetter, RunStore, read_records

@@ -111,9 +111,6 @@ def test_a_damaged_trajectory_shard_is_reported_and_the_summary_counts_what_is_s
     _assert_stored_once_and_counted(tmp_path / "run")
 
 
-@pytest.mark.xfail(reason="distill/strata.StratifiedSource stops drawing a stratum whose target is met, so a "
-                          "finished path that lost its records is not always drawn again (the store reports it "
-                          "and would run it); the source should yield RunStore.incomplete_items first")
 def test_every_path_that_lost_records_is_regenerated(finished_run, tmp_path):
     run = tmp_path / "run"
     before = _damage_and_resume(finished_run, run, "truncate")

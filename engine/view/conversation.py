@@ -83,9 +83,10 @@ def _content(text: str | None) -> str:
     return pretty_json(value) if isinstance(value, (dict, list)) else f"<pre>{esc(text)}</pre>"
 
 
-def message_html(msg: Message, index: int) -> str:
-    role = msg.role if msg.role in ("system", "user", "assistant", "tool") else "user"
-    head = esc(msg.role)
+def message_html(msg: Message, index: int, *, tool_results: bool = False) -> str:
+    """One message; ``tool_results`` marks a prompt-mode user message that carries tool outputs."""
+    role = "tool" if tool_results else msg.role if msg.role in ("system", "user", "assistant", "tool") else "user"
+    head = esc(msg.role) + (" · tool results (how prompt mode returns them)" if tool_results else "")
     if msg.role == "tool":
         head += f' · <span class="mono">{esc(msg.name or "")}</span> <span class="muted mono">{esc(msg.tool_call_id or "")}</span>'
     if msg.role == "system":
@@ -209,9 +210,11 @@ def trajectory_body(traj: Trajectory, episode: Episode | None, mode: str) -> str
     head = msgs[: starts[0]] if starts else msgs
     out.append('<div class="conversation">')
     out.extend(message_html(m, i) for i, m in enumerate(head))
+    prompt = mode == "prompt" and failed is None
     for turn, begin in enumerate(starts):
         end = starts[turn + 1] if turn + 1 < len(starts) else len(msgs)
-        left = "".join(message_html(msgs[i], i) for i in range(begin, end))
+        left = "".join(message_html(msgs[i], i, tool_results=prompt and i != begin and msgs[i].role == "user")
+                       for i in range(begin, end))
         out.append(f'<section class="turn" data-turn="{turn}"><div>{left}</div>'
                    f'<aside class="side">{_side_panel(traj, episode, turn, offered, calls, errors)}</aside></section>')
     out.append("</div>")
@@ -237,6 +240,12 @@ def pair_body(pair: PreferencePair, mode: str) -> str:
         c_msgs, r_msgs = conversation(chosen.messages), conversation(rejected.messages)
         c_failed = r_failed = c_failed or r_failed
     starts = turn_starts(chosen, mode, c_failed is not None)
+    c_starts, r_starts = set(starts), set(turn_starts(rejected, mode, c_failed is not None))
+    prompt = mode == "prompt" and c_failed is None
+
+    def show(msgs: list[Message], i: int, turn_begins: set[int]) -> str:
+        return message_html(msgs[i], i, tool_results=prompt and msgs[i].role == "user" and i not in turn_begins)
+
     v = rejected.verification
     facts = kv_table([
         ("pair", f'<span class="mono">{esc(pair.id)}</span>'),
@@ -257,7 +266,7 @@ def pair_body(pair: PreferencePair, mode: str) -> str:
     rows = ['<div class="pair"><div class="head">chosen</div><div class="head">rejected</div>']
     for tag, i1, i2, j1, j2 in ops:
         if tag == "equal":
-            rows.extend(f'<div class="row-shared" data-shared="{i}">{message_html(c_msgs[i], i)}</div>' for i in range(i1, i2))
+            rows.extend(f'<div class="row-shared" data-shared="{i}">{show(c_msgs, i, c_starts)}</div>' for i in range(i1, i2))
             continue
         mark = ""
         if not parted:
@@ -267,8 +276,8 @@ def pair_body(pair: PreferencePair, mode: str) -> str:
                         f'message {i1} (chosen) / {j1} (rejected)</div>')
             mark = ' id="parting"'
         cls = "parting" if mark else ""
-        left = "".join(message_html(c_msgs[i], i) for i in range(i1, i2)) or '<div class="empty">(nothing here)</div>'
-        right = "".join(message_html(r_msgs[j], j) for j in range(j1, j2)) or '<div class="empty">(nothing here)</div>'
+        left = "".join(show(c_msgs, i, c_starts) for i in range(i1, i2)) or '<div class="empty">(nothing here)</div>'
+        right = "".join(show(r_msgs, j, r_starts) for j in range(j1, j2)) or '<div class="empty">(nothing here)</div>'
         rows.append(f'<div class="side-chosen {cls}" data-chosen="{i1}-{i2}"{mark}>{left}</div>'
                     f'<div class="side-rejected {cls}" data-rejected="{j1}-{j2}">{right}</div>')
     rows.append("</div>")

@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ _MAX_CODES = 65535  # single-valued codes are 2 bytes; later new values share on
 OTHER = "(other)"
 _CHECK_EVERY_S = 2.0  # a live run's shards are looked at again at most this often
 _MAX_DAMAGE = 100  # damaged spans kept for the overview (the count is kept whole)
+_SEARCH_CHUNK = 8 << 20  # bytes of shard read (and searched) at once by a text search
 
 
 # -- the fields each kind is indexed by (partial decoding: msgspec skips the rest) -------------------
@@ -257,6 +258,9 @@ class KindIndex:
         self._fds: dict[int, int] = {}
         self._fd_lock = threading.Lock()
         self.stale = False  # the folder was rewritten: the owner replaces this index
+        # Per field, what _add needs, looked up once: (name, multi-valued, value -> code, counts, codes or postings).
+        self._slots = [(f, f in MULTI, self._code_of[f], self.value_counts[f], self.postings[f] if f in MULTI else self.codes[f])
+                       for f in self.fields]
 
     # -- building ---------------------------------------------------------------------------------
 
@@ -323,25 +327,29 @@ class KindIndex:
         self.file_no.append(n_file)
         self.offset.append(offset)
         self.id_hash.append(hash(rid))
-        for field in self.fields:
+        for field, multi, code_of, counts, target in self._slots:
             value = values.get(field)
-            counts = self.value_counts[field]
-            if field in MULTI:
-                postings = self.postings[field]
+            if multi:
                 for v in value or ():
-                    code = self._code(field, str(v))
+                    code = code_of.get(v)
+                    if code is None:
+                        code = self._code(field, str(v))
                     counts[code] += 1
-                    lst = postings.get(code)
+                    lst = target.get(code)
                     if lst is None:
-                        lst = postings[code] = array("I")
+                        lst = target[code] = array("I")
                     lst.append(pos)
             else:
-                code = self._code(field, str(value) if value not in (None, "") else "(none)")
+                if value is None or value == "":
+                    value = "(none)"
+                code = code_of.get(value)
+                if code is None:
+                    code = self._code(field, str(value))
                 counts[code] += 1
-                self.codes[field].append(code)
-        with self._cond:
-            self.n = pos + 1  # published after every array holds the record
-            if pos % 256 == 0:
+                target.append(code)
+        self.n = pos + 1  # published after every array holds the record (one store: atomic under the GIL)
+        if pos % 1024 == 0:
+            with self._cond:
                 self._cond.notify_all()
 
     def _note_damage(self, c: Corruption) -> None:
@@ -386,14 +394,16 @@ class KindIndex:
         vocab, counts = self.vocab[field], self.value_counts[field]
         return sorted(zip(vocab[: len(counts)], counts), key=lambda vc: (-vc[1], vc[0]))
 
-    def read(self, pos: int) -> bytes:
-        n_file = self.file_no[pos]
-        path = self.files[n_file]
+    def _fd(self, n_file: int) -> int:
         with self._fd_lock:
             fd = self._fds.get(n_file)
             if fd is None:
-                fd = self._fds[n_file] = os.open(path, os.O_RDONLY)
-        return read_frame_at(fd, path, self.offset[pos])
+                fd = self._fds[n_file] = os.open(self.files[n_file], os.O_RDONLY)
+            return fd
+
+    def read(self, pos: int) -> bytes:
+        n_file = self.file_no[pos]
+        return read_frame_at(self._fd(n_file), self.files[n_file], self.offset[pos])
 
     def close(self) -> None:
         with self._fd_lock:
@@ -419,6 +429,10 @@ class KindIndex:
             if complete or time.monotonic() > deadline:
                 return None
             self._wait(n, deadline)
+
+    def wait_complete(self, timeout_s: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.complete, timeout=max(0.0, timeout_s))
 
     def _wait(self, n: int, deadline: float) -> None:
         with self._cond:
@@ -454,39 +468,80 @@ class KindIndex:
             others = []
             candidates = iter(range(hi - 1, lo - 1, -1) if backward else range(lo, hi))
         for pos in candidates:
-            if all(a[pos] == c for a, c in checks) and all(_contains(lst, pos) for lst in others):
+            if self._accept(checks, others, pos):
                 yield pos
+
+    @staticmethod
+    def _accept(checks: list[tuple[array, int]], lists: list[array], pos: int) -> bool:
+        return all(a[pos] == c for a, c in checks) and all(_contains(lst, pos) for lst in lists)
 
     def page(self, filters: dict[str, str], start: int, size: int, *, text: str = "", wait_s: float = 10.0,
              search_budget_s: float = 1.5) -> Page:
         """Up to ``size`` matches at positions >= ``start``. Waits (up to ``wait_s``) while the
-        index is still being built and has not found a full page yet."""
+        index is still being built and has not found a full page yet; a text search stops after
+        ``search_budget_s`` and says where to go on from."""
         self._check(filters)
         needle = text.lower().encode() if text else b""
         found: list[int] = []
-        pos, deadline = start, time.monotonic() + wait_s
-        search_deadline = time.monotonic() + search_budget_s
-        stopped = None
+        pos, now = start, time.monotonic()
+        deadline, search_deadline = now + wait_s, now + search_budget_s
+        stop: list[int] = []
         while True:
             n, complete = self.n, self.complete
-            for p in self._matches(filters, pos, n, False):
-                if needle:
-                    if time.monotonic() > search_deadline:
-                        stopped = p
-                        break
-                    if needle not in self.read(p).lower():
-                        continue
+            if needle:
+                resolved = self._resolve(filters)
+                hits = (p for p in self._text_hits(needle, pos, n, search_deadline, stop)
+                        if resolved is not None and self._accept(*resolved, p))
+            else:
+                hits = self._matches(filters, pos, n, False)
+            for p in hits:
                 found.append(p)
                 if len(found) > size:
                     break
-            if len(found) > size or stopped is not None or complete or time.monotonic() > deadline:
+            if len(found) > size or stop or complete or time.monotonic() > deadline:
                 break
             pos = n
             self._wait(n, deadline)
+        stopped = stop[0] if stop and len(found) <= size else None
         nxt = found[size] if len(found) > size else stopped
         prev = self._prev_start(filters, start, size) if not needle else None
         return Page(positions=found[:size], next_start=nxt, prev_start=prev, complete=complete and nxt is None,
                     search_stopped_at=stopped)
+
+    def _text_hits(self, needle: bytes, lo: int, hi: int, deadline: float, stop: list[int]) -> Iterator[int]:
+        """Positions in [lo, hi) whose record contains ``needle`` (ASCII case folded), ascending.
+
+        Reads the shards in large chunks and searches the bytes (fast: no decoding, no per-record
+        read), maps each hit to the frame holding it, and confirms it inside that frame's payload.
+        Past ``deadline`` it stops, putting the position to go on from into ``stop``."""
+        file_no, offset = self.file_no, self.offset
+        first, scanned = lo, False
+        while lo < hi:
+            f = file_no[lo]
+            f_hi = bisect_left(file_no, f + 1, lo, hi)  # this file's positions: [lo, f_hi)
+            fd = self._fd(f)
+            head = os.pread(fd, FRAME_OVERHEAD, offset[f_hi - 1])
+            begin, end = offset[lo], offset[f_hi - 1] + FRAME_OVERHEAD + int.from_bytes(head[4:8], "little")
+            last = lo - 1
+            while begin < end:
+                if scanned and time.monotonic() > deadline:
+                    resume = max(last + 1, bisect_right(offset, begin, lo, f_hi) - 1)
+                    if resume > first:  # always some progress, however small the budget
+                        stop.append(resume)
+                        return
+                chunk = os.pread(fd, min(_SEARCH_CHUNK, end - begin), begin).lower()
+                scanned = True
+                i = chunk.find(needle)
+                while i >= 0:
+                    p = bisect_right(offset, begin + i, lo, f_hi) - 1
+                    if p > last and needle in self.read(p).lower():
+                        last = p
+                        yield p
+                        i = chunk.find(needle, offset[p + 1] - begin) if p + 1 < f_hi else -1
+                    else:
+                        i = chunk.find(needle, i + 1)
+                begin += max(len(chunk) - len(needle) + 1, 1)
+            lo = f_hi
 
     def _prev_start(self, filters: dict[str, str], start: int, size: int) -> int | None:
         """First position of the page before ``start`` (the ``size`` matches just below it)."""

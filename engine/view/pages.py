@@ -11,8 +11,7 @@ from typing import Any
 from engine.records import DeadLetter, Episode, PreferencePair, SignaturePath, Trajectory
 from engine.view.conversation import call_html
 from engine.view.index import FILTERS, KindIndex, Page
-from engine.view.markup import (bar, details, esc, kv_table, line_chart, link, num, pill, pretty_json, record_link, table,
-                                url)
+from engine.view.markup import bar, details, esc, kv_table, line_chart, link, num, pill, pretty_json, record_link, table, url
 from engine.view.runinfo import Report, RunFacts, rounds_table, scores_of
 
 LIST_KINDS = ("trajectories", "pairs", "paths", "episodes", "dead_letters")
@@ -384,6 +383,12 @@ def _bfcl(r: Report) -> str:
     return "".join(out)
 
 
+def _score_cell(v: Any) -> str:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1:
+        return bar(v, 120) + num(float(v), 4)
+    return num(v, 4)
+
+
 def _pct(v: Any) -> str:
     return f"{100 * v:.2f}%" if isinstance(v, (int, float)) and not isinstance(v, bool) else esc(v)
 
@@ -392,9 +397,9 @@ def _metrics(r: Report) -> str:
     rows = r.data
     out = [f'<h2 class="report">training metrics</h2><p class="muted mono">{esc(r.path)}'
            + (f" · {esc(r.note)}" if r.note else "") + "</p>"]
-    keys = [k for k in ("loss", "reward_margin", "reward_accuracy", "lr", "grad_norm") if any(k in x for x in rows)]
+    keys = [k for k in ("loss", "reward_margin", "reward_accuracy") if any(k in x for x in rows)]
     charts = []
-    for k in keys[:3]:
+    for k in keys:
         pts = [(float(x["step"]), float(x[k])) for x in rows if isinstance(x.get(k), (int, float))]
         charts.append(f'<div class="metric-chart" data-metric="{esc(k)}">'
                       + line_chart({k.replace("_", " "): pts}, x_label="optimizer step", y_label=k.replace("_", " "), width=460) + "</div>")
@@ -411,10 +416,26 @@ def _eval(r: Report) -> str:
     scalars = [(k, v) for k, v in d.items() if isinstance(v, (str, int, float, bool)) and len(str(v)) < 200]
     if scalars:
         out.append(kv_table((k, num(v, 4)) for k, v in scalars))
+    overall = d.get("overall")
+    if isinstance(overall, dict):
+        out.append("<h3>overall</h3>" + kv_table((k, num(v, 4)) for k, v in overall.items() if not isinstance(v, (dict, list))))
+    for key, label in (("by_kind", "path kind"), ("by_toolkit", "toolkit")):  # `magnet eval paths`
+        block = d.get(key)
+        if isinstance(block, dict) and block:
+            out.append(table([label, "episodes", "passed", "accuracy", "failure reasons"], (
+                [esc(k), num(v.get("n", "")), num(v.get("passed", "")), _score_cell(v.get("accuracy")),
+                 esc(", ".join(f"{r} {n}" for r, n in (v.get("reasons") or {}).items()))]
+                for k, v in block.items() if isinstance(v, dict)), numeric=(1, 2)))
     scores = scores_of(d)
-    if scores:
-        out.append(table(["category", "score"], ([esc(k), bar(v, 120) + num(v, 4) if 0 <= v <= 1 else num(v, 4)]
-                                                 for k, v in scores.items())))
+    if scores and not isinstance(d.get("by_kind"), dict):
+        out.append(table(["category", "score"], ([esc(k), _score_cell(v)] for k, v in scores.items())))
+    failures = [f for f in d.get("failures") or [] if isinstance(f, dict)]
+    if failures:
+        out.append(details(f"{len(failures)} failed episodes: the first wrong step (first 50)", table(
+            ["episode", "kind", "reason", "turn", "expected", "got"],
+            ([esc(f.get("episode", "")), esc(f.get("kind", "")), esc(f.get("reason", "")), esc(f.get("turn", "")),
+              f"<code>{_snippet(f.get('expected'), 300)}</code>", f"<code>{_snippet(f.get('got'), 300)}</code>"]
+             for f in failures[:50]))))
     text = json.dumps(d, indent=2, ensure_ascii=False, default=str)
     out.append(details("the whole report", f"<pre>{esc(text[:200_000])}</pre>" + ('<p class="muted">(cut at 200,000 characters)</p>'
                                                                                  if len(text) > 200_000 else "")))

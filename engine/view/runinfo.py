@@ -196,10 +196,10 @@ def _load_metrics(path: Path) -> Report:
 
 def scores_of(entry: Any) -> dict[str, float]:
     """Category -> score of a round entry or a report: numbers, or {"accuracy": x} objects, under
-    "categories", "scores" or "columns" (the first that holds any)."""
+    "categories", "scores", "by_kind" (`magnet eval paths`) or "columns" (the first that holds any)."""
     if not isinstance(entry, dict):
         return {}
-    for key in ("categories", "scores", "columns"):
+    for key in ("categories", "scores", "by_kind", "columns"):
         block = entry.get(key)
         if isinstance(block, dict):
             out = {}

@@ -18,6 +18,7 @@ import functools
 import sys
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,8 @@ _CSP = "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; fo
 _HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
             "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
 _PICTURES = 32  # neighbourhood pictures kept in memory
+_SINGULAR = {"trajectories": "trajectory", "pairs": "pair", "paths": "signature path", "episodes": "episode",
+             "dead_letters": "dead letter"}
 
 
 class _NotFound(Exception):
@@ -75,9 +78,10 @@ class Viewer:
 
     def overview(self) -> str:
         facts = run_facts(self.run_dir)
-        if facts.live:  # live progress comes from the growing shards
+        if facts.live:  # live progress comes from the growing shards (a short wait: small runs show whole counts)
+            deadline = time.monotonic() + 1.0
             for kind in ("trajectories", "done", "dead_letters"):
-                self.index.get(kind)
+                self.index.get(kind).wait_complete(deadline - time.monotonic())
         return self.title_page("overview", pages.overview(facts, self.run_dir, self.index.started()), 5 if facts.live else None)
 
     def record_list(self, kind: str, query: dict[str, str]) -> str:
@@ -115,7 +119,7 @@ class Viewer:
             from distill.cli import reason_key  # the grouping of generate's summary
 
             body = pages.dead_letter_body(rec, reason_key(rec.error))
-        return self.title_page(f"{kind.rstrip('s').replace('_', ' ')} {record_id}", body)
+        return self.title_page(f"{_SINGULAR[kind]} {record_id}", body)
 
     def reports(self) -> str:
         roots = [self.run_dir, *(Path(p) for p in self.config.reports)]
