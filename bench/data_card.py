@@ -2,7 +2,8 @@
 
 Runs `magnet generate --teacher sim` (the deterministic simulator: this measures what the
 pipeline stores and how, never the quality of a real teacher) and checks the data card:
-stored positive mixture within 3 points of the target per stratum, multi-turn positives of
+stored positive mixture within 3 points of the target per stratum, every multi-turn variant
+within 5 points of its share of multi-turn, multi-turn positives of
 at least 4 turns and 8 calls on average, distinct calls in one message in every parallel
 positive, no hint text in any stored message, at most 2% of positives over 2,048 tokens.
 Writes bench/results/data_card.{json,md}.
@@ -21,7 +22,7 @@ from typing import Any
 
 from bench.results_io import describe, machine, write_results
 
-TARGETS = {"mixture_points": 3.0, "multi_turn_turns": 4.0, "multi_turn_calls": 8.0, "over_2048_pct": 2.0}
+TARGETS = {"mixture_points": 3.0, "flag_points": 5.0, "multi_turn_turns": 4.0, "multi_turn_calls": 8.0, "over_2048_pct": 2.0}
 
 
 def hint_leaks(run_dir: Path) -> int:
@@ -47,10 +48,14 @@ def parallel_together(run_dir: Path) -> tuple[int, int]:
 
 def check(card: dict[str, Any], leaks: int, together: tuple[int, int]) -> dict[str, Any]:
     worst = max((abs(m["positives"] - m["target"]) for m in card["mixture_pct"].values()), default=0.0)
+    variants = {s: m for s, m in card["mixture_pct"].items() if s.startswith("multi_turn.")}
+    got, want = sum(m["positives"] for m in variants.values()), sum(m["target"] for m in variants.values())
+    flag_worst = max((abs(100 * m["positives"] / got - 100 * m["target"] / want) for m in variants.values()), default=0.0) if got else 100.0
     mt = card["kinds"].get("multi_turn", {})
     tokens = card.get("tokens", {})
     return {
         "mixture_worst_points": round(worst, 2), "mixture_ok": worst <= TARGETS["mixture_points"],
+        "multi_turn_flag_worst_points": round(flag_worst, 2), "flags_ok": flag_worst <= TARGETS["flag_points"],
         "multi_turn_turns": mt.get("avg_turns"), "multi_turn_calls": mt.get("avg_calls"),
         "multi_turn_ok": bool(mt) and mt["avg_turns"] >= TARGETS["multi_turn_turns"] and mt["avg_calls"] >= TARGETS["multi_turn_calls"],
         "parallel_together": f"{together[0]}/{together[1]}", "parallel_ok": together[1] > 0 and together[0] == together[1],
@@ -82,6 +87,7 @@ def markdown(info: dict[str, Any], card: dict[str, Any], verdict: dict[str, Any]
                       f"max {t['max']}; {over}."]
     lines += ["", "| target | measured | met |", "|---|---|---|",
               f"| stored mixture within 3 points per stratum | worst {verdict['mixture_worst_points']} points | {verdict['mixture_ok']} |",
+              f"| every multi-turn variant within 5 points of its share of multi-turn | worst {verdict['multi_turn_flag_worst_points']} points | {verdict['flags_ok']} |",
               f"| multi-turn >= 4 turns, >= 8 calls | {verdict['multi_turn_turns']} turns, {verdict['multi_turn_calls']} calls | {verdict['multi_turn_ok']} |",
               f"| every parallel positive has >= 2 distinct calls in one message | {verdict['parallel_together']} | {verdict['parallel_ok']} |",
               f"| 0 hint leakage | {verdict['hint_leaks']} | {verdict['hint_ok']} |",

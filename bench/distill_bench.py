@@ -55,7 +55,7 @@ class Timed:
 
 async def run_once(spec: str, *, paths: int, concurrency: int, toolkits: list[str], seed: int,
                    max_tokens: int = 512, **teacher_options: Any) -> dict[str, Any]:
-    from distill.cli import build_pool, mixture, reason_key
+    from engine.reasons import reason_key
     from distill.generate_config import GenerateConfig
     from distill.pipeline import Distiller
     from engine import metrics
@@ -65,14 +65,15 @@ async def run_once(spec: str, *, paths: int, concurrency: int, toolkits: list[st
     from graph.depgraph import build_graph
     from graph.paths import sample_paths
     from graph.paths_config import path_config
+    from graph.pool import tool_pool
 
     metrics.reset_metrics()
     load_before = loadavg()[0]
     config = GenerateConfig(out="-", teacher=spec, toolkits=toolkits, paths=paths, seed=seed, concurrency=concurrency,
                             max_tokens=max_tokens)
-    pool = build_pool(config)
+    pool = tool_pool(config.toolkits or ["builtin"])
     graph = build_graph(pool.specs())
-    path_cfg = path_config({"mixture": mixture(config)})
+    path_cfg = path_config(config.path_options, where="path_options")
     teacher = Timed(make_teacher(spec, **teacher_options))
     distiller = Distiller(pool, teacher, config)
     with tempfile.TemporaryDirectory() as tmp:

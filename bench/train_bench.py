@@ -256,9 +256,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(out: Path, result: dict, t0: float) -> None:
+    from engine.atomic import write_atomic
+
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(_markdown(result))
+    write_atomic(out.with_suffix(".json"), json.dumps(result, indent=2))
+    write_atomic(out.with_suffix(".md"), _markdown(result))
 
 
 def _markdown(r: dict) -> str:

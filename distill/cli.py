@@ -12,17 +12,18 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import re
 import time
-import tomllib
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from distill.generate_config import GenerateConfig, field_help
+from distill.generate_config import GenerateConfig
+from engine.atomic import write_atomic
+from engine.config_cli import ConfigCLI
 from engine.errors import UserInputError
+from engine.reasons import reason_key
 
 GRAPH_FILE = "graph.json.gz"
 SUMMARY_FILE = "generate_summary.json"
@@ -34,27 +35,20 @@ def default_teacher() -> str:
     return "vllm:smollm2" if importlib.util.find_spec("vllm") is not None else "hf:smollm2"
 
 
+# Every option is a GenerateConfig field; a TOML file may hold them flat or under [generate].
+CONFIG = ConfigCLI(GenerateConfig, section="generate")
+# Shortcuts for the most used teacher_options keys (--teacher-option KEY=VALUE sets any of them).
+TEACHER_SHORTCUTS = {"rpm": int, "tpm": int, "max_concurrency": int, "timeout_s": float}
+
+
 def _parser() -> argparse.ArgumentParser:
-    helps = field_help()
-    p = argparse.ArgumentParser(prog="magnet generate", description=__doc__.split("\n\n")[0],
-                                argument_default=argparse.SUPPRESS)
-    p.add_argument("--config", help="TOML file of these options (flags given here override it)")
-    p.add_argument("--out", help=helps["out"])
-    p.add_argument("--toolkits", type=lambda s: [t for t in s.split(",") if t], help=helps["toolkits"] + " (comma-separated)")
-    for name in ("teacher", "student", "judge", "prompts_dir", "card_tokenizer"):
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, help=helps[name])
-    p.add_argument("--negatives", choices=["auto", "mined", "perturb", "none"], help=helps["negatives"])
-    p.add_argument("--rollout-mode", dest="rollout_mode", choices=["fc", "prompt"], help=helps["rollout_mode"])
-    for name in ("paths", "single", "multi", "irrelevance", "seed", "concurrency", "max_tokens", "query_max_tokens", "translate_attempts",
-                 "rollout_attempts", "answer_retries", "max_steps_per_turn", "student_rollouts", "negatives_per_episode"):
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help=helps[name])
-    for name in ("temperature", "retry_temperature", "price_in", "price_out", "draw_factor"):
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, help=helps[name])
-    p.add_argument("--no-structured-outputs", dest="structured_outputs", action="store_false", help=helps["structured_outputs"])
-    for name in ("rpm", "tpm", "max_concurrency", "timeout_s"):
-        p.add_argument(f"--{name.replace('_', '-')}", dest=f"teacher.{name}", type=float if name == "timeout_s" else int,
-                       metavar="N", help=f"teacher option {name} (passed to every teacher)")
-    p.add_argument("--api-key-env", dest="teacher.api_key_env", metavar="VAR", help="environment variable holding the API key")
+    p = argparse.ArgumentParser(prog="magnet generate", description=__doc__.split("\n\n")[0])
+    CONFIG.add_arguments(p)
+    for name, kind in TEACHER_SHORTCUTS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=f"teacher.{name}", type=kind, metavar="N",
+                       default=argparse.SUPPRESS, help=f"teacher option {name} (passed to every teacher)")
+    p.add_argument("--api-key-env", dest="teacher.api_key_env", metavar="VAR", default=argparse.SUPPRESS,
+                   help="environment variable holding the API key")
     p.add_argument("--force", action="store_true", help="discard an existing run in --out made with other settings")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no live progress line")
     return p
@@ -62,26 +56,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def load_config(argv: list[str]) -> tuple[GenerateConfig, argparse.Namespace]:
     args = _parser().parse_args(argv)
-    data: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        try:
-            data = tomllib.loads(Path(args.config).read_text())
-        except FileNotFoundError:
-            raise UserInputError(f"--config {args.config!r} does not exist; pass a TOML file of generate options") from None
-        except tomllib.TOMLDecodeError as err:
-            raise UserInputError(f"--config {args.config!r} is not valid TOML ({err}); fix the file") from None
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "force", "progress")}
-    options = dict(data.get("teacher_options", {}))
-    options.update({k.split(".", 1)[1]: flags.pop(k) for k in list(flags) if k.startswith("teacher.")})
-    data.update(flags)
-    if options:
-        data["teacher_options"] = options
+    flags = CONFIG.flag_values(args)
+    data = CONFIG.values(args)
+    shortcuts = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("teacher.")}
+    if shortcuts:
+        data["teacher_options"] = {**data.get("teacher_options", {}), **shortcuts}
     if any(k in flags for k in ("single", "multi", "irrelevance")) and "paths" not in flags:
         data["paths"] = 0  # per-kind counts given: they replace the default total
-    try:
-        config = msgspec.convert(data, GenerateConfig)
-    except msgspec.ValidationError as err:
-        raise UserInputError(f"generate config: {err}; see `magnet generate --help`") from None
+    config = CONFIG.convert(data)
     if not config.out:
         raise UserInputError("--out is required: the run folder to write (or resume)")
     if not config.teacher:
@@ -105,18 +87,6 @@ def strata_targets(config: GenerateConfig) -> dict[str, int]:
     return counts | {"irrelevance": config.irrelevance}
 
 
-def build_pool(config: GenerateConfig):
-    from graph.toolkit import ToolPool
-    from graph.toolkits import builtin_toolkits
-
-    available = builtin_toolkits()
-    names = config.toolkits or list(available)
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise UserInputError(f"--toolkits: unknown toolkit {unknown[0]!r}; choose from {', '.join(available)}")
-    return ToolPool(available[n] for n in names)
-
-
 def load_or_build_graph(run_dir: Path, specs: list) -> Any:
     from graph.depgraph import build_graph, load_graph, save_graph
 
@@ -128,20 +98,9 @@ def load_or_build_graph(run_dir: Path, specs: list) -> Any:
     return graph
 
 
-def reason_key(error: str) -> str:
-    """A dead letter's error reduced to a groupable reason: no exception type, turn numbers, quotes or values."""
-    text = re.sub(r"https?://\S+", "URL", error)
-    text = re.sub(r"^\w+(Error|Failed|Answer)?: ", "", text)
-    text = re.sub(r"translate turn \d+ \(\w+\): ", "", text)
-    text = re.sub(r"\bturn \d+( step \d+)?: ", "", text)
-    text = text.split(" | ")[0].split(" (")[0]
-    parts = [p.strip() for p in text.split(":")]
-    key = ": ".join(parts[:2]) if len(parts) > 1 and len(parts[0]) < 40 else parts[0]
-    key = re.sub(r"'[^']*'|\"[^\"]*\"|\d+", "…", key)
-    return key[:90]
-
-
-async def _generate(config: GenerateConfig, args: argparse.Namespace) -> dict[str, Any]:
+async def _generate(config: GenerateConfig, args: argparse.Namespace, build: Any = None) -> dict[str, Any]:
+    """``build(spec) -> Teacher`` replaces make_teacher (`magnet improve` hands in clients of a server it
+    already runs, named by the spec, so the run's fingerprint stays the spec's)."""
     from distill.data_card import data_card, token_counter
     from distill.pipeline import Distiller
     from distill.strata import StratifiedSource
@@ -151,26 +110,29 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace) -> dict[st
     from engine.store import RunStore, config_fingerprint
     from engine.teachers import make_teacher
     from graph.paths import PathSampler
+    from graph.pool import tool_pool
     from graph.paths_config import path_config
 
     started = time.monotonic()
     metrics.reset_metrics()
     run_dir = Path(config.out)
-    pool = build_pool(config)
+    pool = tool_pool(config.toolkits or ["builtin"])
     counts = strata_targets(config)
     path_cfg = path_config(config.path_options, where="path_options")
     fingerprint = config_fingerprint(config.fingerprint_fields())
     # Teachers are built (checking specs, options and API keys; nothing connects yet) before the
     # store writes anything: a mistyped --teacher must not leave a manifest that refuses the fix.
-    teacher = make_teacher(config.teacher, **config.teacher_options)
-    student = make_teacher(config.student, **config.teacher_options) if config.student else None
-    judge = make_teacher(config.judge, **config.teacher_options) if config.judge else None
-    teachers = [t for t in (teacher, student, judge) if t is not None]
+    build = build or (lambda spec: make_teacher(spec, **config.teacher_options))
+    teacher = build(config.teacher)
+    student = build(config.student) if config.student else None
+    judge = build(config.judge) if config.judge else None
+    author = build(config.author) if config.author else None
+    teachers = [t for t in (teacher, student, judge, author) if t is not None]
     store = RunStore.open(run_dir, config_fingerprint=fingerprint, config=msgspec.to_builtins(config),
                           force=getattr(args, "force", False))
     try:
         graph = load_or_build_graph(run_dir, pool.specs())
-        distiller = Distiller(pool, teacher, config, student=student, judge=judge)
+        distiller = Distiller(pool, teacher, config, student=student, judge=judge, author=author)
         source = StratifiedSource(PathSampler(graph, pool.specs(), path_cfg), config.seed, counts, config.draw_factor,
                                   store.is_finished)
         source.resume(*_stored_outcomes(run_dir, store.is_finished))
@@ -199,7 +161,7 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace) -> dict[st
         for t in teachers:
             await t.aclose()
         store.close()
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
+    write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
     return summary
 
 

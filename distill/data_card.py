@@ -126,6 +126,7 @@ def print_card(card: dict[str, Any], title: str = "data card") -> None:
     from rich.table import Table
 
     console = Console()
+    console.width = max(console.width, 112)  # a stratum per line, also when the output is not a terminal
     strata = card.get("strata", {})
     table = Table(title=f"{title}: {card['positives']} positives, {card['pairs']} pairs stored")
     for col in ("stratum", "target %", "positives %", "pairs %", "drawn", "yield", "died at"):

@@ -7,14 +7,12 @@ takes it from there. ``EvalPathsConfig`` adds the model under test and its sampl
 
 from __future__ import annotations
 
-import typing
 from typing import Annotated, Any, Literal
 
 import msgspec
 
+from engine.config_cli import doc
 from engine.errors import UserInputError
-
-Doc = msgspec.Meta
 
 # Test-set paths are drawn from seeds offset by this, so they never share a random stream with
 # training paths (`magnet generate` seeds are small integers). Recorded in the test set manifest.
@@ -29,20 +27,20 @@ STRATA: tuple[str, ...] = ("single", "parallel", "multiple", "parallel_multiple"
 class TestsetSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """What the held-out episodes are; the test set folder's fingerprint."""
 
-    toolkits: Annotated[list[str], Doc(description=(
+    toolkits: Annotated[list[str], doc(
         "toolkits to pool: builtin (every built-in domain), a built-in toolkit name, bfcl (BFCL's eight multi-turn "
-        "API classes), a .py module of tool classes, or a .json file of OpenAI tool specs (execution simulated)"))] = msgspec.field(
+        "API classes), a .py module of tool classes, or a .json file of OpenAI tool specs (execution simulated)")] = msgspec.field(
         default_factory=lambda: ["builtin"])
-    author: Annotated[str, Doc(description="teacher spec that writes the episodes' queries and reference calls (sim, openai:MODEL@URL, vllm:MODEL, hf:DIR)")] = "sim"
-    kinds: Annotated[list[str], Doc(description="strata to test: " + ", ".join(STRATA))] = msgspec.field(
+    author: Annotated[str, doc("teacher spec that writes the episodes' queries and reference calls (sim, openai:MODEL@URL, vllm:MODEL, hf:DIR)")] = "sim"
+    kinds: Annotated[list[str], doc("strata to test: " + ", ".join(STRATA))] = msgspec.field(
         default_factory=lambda: list(STRATA))
-    per_kind: Annotated[int, Doc(description="episodes wanted per stratum")] = 10
-    seed: Annotated[int, Doc(description=f"test-set seed; paths are drawn with seed {TESTSET_SEED_OFFSET:,} + this, disjoint from training seeds")] = 0
-    draw_factor: Annotated[float, Doc(description="at most this many paths drawn per episode wanted (paths the author fails to translate are replaced)")] = 8.0
-    path_options: Annotated[dict[str, Any], Doc(description="extra fields of graph.paths_config.PathConfig (walk length, distractors, ...)")] = {}
-    translate_attempts: Annotated[int, Doc(description="author tries per translation step before the path is dropped")] = 3
-    structured_outputs: Annotated[bool, Doc(description="ask the author for JSON with response_format json_schema")] = True
-    author_max_tokens: Annotated[int, Doc(description="completion token limit of one author answer")] = 512
+    per_kind: Annotated[int, doc("episodes wanted per stratum")] = 10
+    seed: Annotated[int, doc(f"test-set seed; paths are drawn with seed {TESTSET_SEED_OFFSET:,} + this, disjoint from training seeds")] = 0
+    draw_factor: Annotated[float, doc("at most this many paths drawn per episode wanted (paths the author fails to translate are replaced)")] = 8.0
+    path_options: Annotated[dict[str, Any], doc("extra fields of graph.paths_config.PathConfig (walk length, distractors, ...)")] = {}
+    translate_attempts: Annotated[int, doc("author tries per translation step before the path is dropped")] = 3
+    structured_outputs: Annotated[bool, doc("ask the author for JSON with response_format json_schema")] = True
+    author_max_tokens: Annotated[int, doc("completion token limit of one author answer")] = 512
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.kinds if k not in STRATA]
@@ -67,18 +65,18 @@ class TestsetSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class EvalPathsConfig(TestsetSpec, kw_only=True, forbid_unknown_fields=True):
     """A test set plus the model under test and how it is run."""
 
-    out: Annotated[str, Doc(description="run folder of the evaluation: per-episode results, report.md, report.json; rerunning resumes it")] = ""
-    testset: Annotated[str, Doc(description="test set folder, authored once and reused across models; empty = OUT/testset")] = ""
-    model: Annotated[str, Doc(description="model under test: a teacher spec (openai:MODEL@URL, vllm:MODEL_OR_DIR, hf:DIR, sim[:SCRIPT]) or replay (answers with the references)")] = ""
-    mode: Annotated[Literal["prompt", "fc"], Doc(description=(
+    out: Annotated[str, doc("run folder of the evaluation: per-episode results, report.md, report.json; rerunning resumes it")] = ""
+    testset: Annotated[str, doc("test set folder, authored once and reused across models; empty = OUT/testset")] = ""
+    model: Annotated[str, doc("model under test: a teacher spec (openai:MODEL@URL, vllm:MODEL_OR_DIR, hf:DIR, sim[:SCRIPT]) or replay (answers with the references)")] = ""
+    mode: Annotated[Literal["prompt", "fc"], doc(
         "prompt = BFCL's system prompt listing the functions, calls written as Python text (the paper's, as "
-        "training uses it); fc = the tools block and native tool calls"))] = "prompt"
-    concurrency: Annotated[int, Doc(description="episodes in flight at once")] = 16
-    max_tokens: Annotated[int, Doc(description="completion token limit of one model answer")] = 512
-    temperature: Annotated[float, Doc(description="sampling temperature of the model under test")] = 0.0
-    max_steps_per_turn: Annotated[int, Doc(description="assistant messages allowed per user turn, the final text included")] = 6
-    answer_retries: Annotated[int, Doc(description="re-asks of an answer that cannot be parsed (0 = an unparsable answer fails the episode, as in BFCL)")] = 0
-    teacher_options: Annotated[dict[str, Any], Doc(description="TeacherConfig fields or backend options for the model and the author (timeout_s, max_model_len, ...)")] = {}
+        "training uses it); fc = the tools block and native tool calls")] = "prompt"
+    concurrency: Annotated[int, doc("episodes in flight at once")] = 16
+    max_tokens: Annotated[int, doc("completion token limit of one model answer")] = 512
+    temperature: Annotated[float, doc("sampling temperature of the model under test")] = 0.0
+    max_steps_per_turn: Annotated[int, doc("assistant messages allowed per user turn, the final text included")] = 6
+    answer_retries: Annotated[int, doc("re-asks of an answer that cannot be parsed (0 = an unparsable answer fails the episode, as in BFCL)")] = 0
+    teacher_options: Annotated[dict[str, Any], doc("TeacherConfig fields or backend options for the model and the author (timeout_s, max_model_len, ...)")] = {}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -98,10 +96,3 @@ class EvalPathsConfig(TestsetSpec, kw_only=True, forbid_unknown_fields=True):
     def run_fields(self) -> dict[str, Any]:
         """What decides the evaluation's results (with the test set's fingerprint): not where or how fast."""
         return {f: getattr(self, f) for f in ("model", "mode", "max_tokens", "temperature", "max_steps_per_turn", "answer_retries")}
-
-
-def field_help(cls: type = EvalPathsConfig) -> dict[str, str]:
-    """Field name -> help text, for argparse."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    return {name: next((m.description for m in getattr(h, "__metadata__", ()) if isinstance(m, msgspec.Meta)), "")
-            for name, h in hints.items()}

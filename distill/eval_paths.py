@@ -30,12 +30,8 @@ from typing import Any
 
 import msgspec
 
-from distill.eval_config import (
-    TESTSET_SEED_OFFSET,
-    EvalPathsConfig,
-    TestsetSpec,
-    field_help,
-)
+from distill.eval_config import TESTSET_SEED_OFFSET, EvalPathsConfig, TestsetSpec
+from engine.config_cli import ConfigCLI
 from engine.errors import UserInputError
 
 TESTSET_FILE = "testset.json"
@@ -44,56 +40,23 @@ REPORT_JSON, REPORT_MD = "report.json", "report.md"
 VLLM_DEFAULT_OPTIONS = {"max_model_len": 8192}
 
 
-def _key_values(items: list[str], flag: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise UserInputError(f"{flag} {item!r} is not KEY=VALUE; write e.g. {flag} timeout_s=600")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value  # a plain string, e.g. dtype=float32
-    return out
+# Every option is an EvalPathsConfig field; a TOML file may hold them flat or under [eval_paths].
+CONFIG = ConfigCLI(EvalPathsConfig, section="eval_paths")
 
 
 def _parser() -> argparse.ArgumentParser:
-    helps = field_help()
-    p = argparse.ArgumentParser(prog="magnet eval paths", description=__doc__.split("\n\n")[0],
-                                argument_default=argparse.SUPPRESS)
-    for name in ("out", "testset", "model", "author"):
-        p.add_argument(f"--{name}", help=helps[name])
-    p.add_argument("--mode", choices=["prompt", "fc"], help=helps["mode"])
-    for name in ("toolkits", "kinds"):
-        p.add_argument(f"--{name}", type=lambda s: [t for t in s.split(",") if t], help=helps[name] + " (comma-separated)")
-    for name in ("per_kind", "seed", "concurrency", "max_tokens", "author_max_tokens", "max_steps_per_turn",
-                 "answer_retries", "translate_attempts"):
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help=helps[name])
-    for name in ("temperature", "draw_factor"):
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, help=helps[name])
-    p.add_argument("--no-structured-outputs", dest="structured_outputs", action="store_false", help=helps["structured_outputs"])
-    p.add_argument("--teacher-option", dest="teacher_option", action="append", metavar="KEY=VALUE",
-                   help=helps["teacher_options"] + "; repeatable")
-    p.add_argument("--path-option", dest="path_option", action="append", metavar="KEY=VALUE",
-                   help=helps["path_options"] + "; repeatable")
+    p = argparse.ArgumentParser(prog="magnet eval paths", description=__doc__.split("\n\n")[0])
+    CONFIG.add_arguments(p)
     p.add_argument("--force", action="store_true", help="discard earlier results in --out made with other settings (never the test set)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no live progress line")
     return p
 
 
 def load_config(argv: list[str]) -> tuple[EvalPathsConfig, set[str], argparse.Namespace]:
-    """The config, and the names of the fields the command line set (a reused test set checks them)."""
+    """The config, and the names of the fields the user set (a reused test set checks them)."""
     args = _parser().parse_args(argv)
-    data = {k: v for k, v in vars(args).items() if k not in ("force", "progress", "teacher_option", "path_option")}
-    if getattr(args, "teacher_option", None):
-        data["teacher_options"] = _key_values(args.teacher_option, "--teacher-option")
-    if getattr(args, "path_option", None):
-        data["path_options"] = _key_values(args.path_option, "--path-option")
-    try:
-        config = msgspec.convert(data, EvalPathsConfig)
-    except msgspec.ValidationError as err:
-        raise UserInputError(f"eval paths: {err}; see `magnet eval paths --help`") from None
-    return config, set(data), args
+    data = CONFIG.values(args)
+    return CONFIG.convert(data), set(data), args
 
 
 def fingerprint(fields: dict[str, Any]) -> str:
@@ -269,6 +232,7 @@ def write_report(config: EvalPathsConfig, spec: TestsetSpec, folder: Path, episo
                  run: dict[str, Any], spend: Any, wall_s: float) -> dict[str, Any]:
     from distill.eval_report import build_report, episode_row, to_markdown
     from distill.strata import stratum_of_id
+    from engine.atomic import write_atomic
     from engine.store import read_records, write_json_atomic
 
     results: dict[str, Any] = {t.episode_id: t for t in read_records(out, "trajectories")}
@@ -284,14 +248,16 @@ def write_report(config: EvalPathsConfig, spec: TestsetSpec, folder: Path, episo
                          "completion_tokens": spend.completion_tokens, "wall_s": round(wall_s, 2)}}
     report = build_report(rows, meta)
     write_json_atomic(out / REPORT_JSON, report)
-    (out / REPORT_MD).write_text(to_markdown(report))
+    write_atomic(out / REPORT_MD, to_markdown(report))
     return report
 
 
-async def _eval(config: EvalPathsConfig, given: set[str], args: argparse.Namespace) -> dict[str, Any]:
+async def _eval(config: EvalPathsConfig, given: set[str], args: argparse.Namespace, build: Any = None) -> dict[str, Any]:
+    """``build(spec) -> Teacher`` replaces make_teacher for the model under test (`magnet improve` hands in a
+    client of the server it already runs, named by the stable spec the fingerprint holds)."""
     from engine.store import RunStore
     from engine.teachers import make_teacher
-    from graph.cli import tool_pool
+    from graph.pool import tool_pool
 
     spec, folder = resolve_testset(config, given)
     pool = tool_pool(spec.toolkits)
@@ -299,8 +265,8 @@ async def _eval(config: EvalPathsConfig, given: set[str], args: argparse.Namespa
     # Built (specs checked; nothing connects yet) before anything is written: a mistyped --model or --author
     # leaves no trace. A truncated or garbled answer is the model's answer: the backend never re-asks.
     author = make_teacher(spec.author, **teacher_kwargs(config.teacher_options, spec.author))
-    model = None if config.model == "replay" else make_teacher(
-        config.model, **teacher_kwargs(config.teacher_options, config.model, max_bad_answer_retries=0))
+    build = build or (lambda spec: make_teacher(spec, **teacher_kwargs(config.teacher_options, spec, max_bad_answer_retries=0)))
+    model = None if config.model == "replay" else build(config.model)
     # The results folder is opened first: the default test set lives inside it.
     store = RunStore.open(Path(config.out).expanduser(), force=getattr(args, "force", False),
                           config_fingerprint=fingerprint({"testset": fingerprint(msgspec.to_builtins(spec)), **config.run_fields()}),

@@ -6,57 +6,57 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from engine.config_cli import doc
 from engine.errors import UserInputError
-
-Doc = msgspec.Meta
 
 # Phrases that, at the end of a turn, mean a call failed (the paper filters "Bad request", "does not match").
 DEFAULT_FAILURE_PHRASES = ("bad request", "does not match", "error", "failed", "unknown function", "traceback")
 
 
 class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    out: Annotated[str, Doc(description="run folder; re-running with the same settings resumes it")] = ""
-    toolkits: Annotated[list[str], Doc(description="toolkit names to draw functions from; empty = every built-in toolkit")] = []
-    teacher: Annotated[str, Doc(description="teacher spec (sim, openai:MODEL@URL, vllm:MODEL, hf:DIR, TOML); empty = embedded SmolLM2 (vLLM if installed, else transformers)")] = ""
-    student: Annotated[str, Doc(description="student spec for mined negatives (typically the SFT model); empty = none")] = ""
-    judge: Annotated[str, Doc(description="judge spec for mined negatives; empty = the teacher")] = ""
-    teacher_options: Annotated[dict[str, Any], Doc(description="passed to every make_teacher call (rpm, tpm, concurrency, api_key_env, ...)")] = {}
-    rollout_mode: Annotated[Literal["fc", "prompt"], Doc(description=(
+    out: Annotated[str, doc("run folder; re-running with the same settings resumes it")] = ""
+    toolkits: Annotated[list[str], doc("toolkit names to draw functions from; empty = every built-in toolkit")] = []
+    teacher: Annotated[str, doc("teacher spec (sim, openai:MODEL@URL, vllm:MODEL, hf:DIR, TOML); empty = embedded SmolLM2 (vLLM if installed, else transformers)")] = ""
+    student: Annotated[str, doc("student spec for mined negatives (typically the SFT model); empty = none")] = ""
+    judge: Annotated[str, doc("judge spec for mined negatives; empty = the teacher")] = ""
+    author: Annotated[str, doc("spec of the model that writes the episodes (back- and forth-translation); empty = the teacher")] = ""
+    teacher_options: Annotated[dict[str, Any], doc("passed to every make_teacher call (rpm, tpm, concurrency, api_key_env, ...)")] = {}
+    rollout_mode: Annotated[Literal["fc", "prompt"], doc(
         "how rollouts are sent to the teacher and student: fc = the tools block and native tool calls (API "
         "teachers); prompt = BFCL's system prompt listing the functions, calls as text (a model trained in "
-        "prompt mode acting as its own teacher). Records are stored the same either way"))] = "fc"
-    negatives: Annotated[Literal["auto", "mined", "perturb", "none"], Doc(description="negatives: mined from the student's mistakes, rule-based perturbations of the positive, or none; auto = mined with a student else perturb")] = "auto"
-    paths: Annotated[int, Doc(description=(
+        "prompt mode acting as its own teacher). Records are stored the same either way")] = "fc"
+    negatives: Annotated[Literal["auto", "mined", "perturb", "none"], doc("negatives: mined from the student's mistakes, rule-based perturbations of the positive, or none; auto = mined with a student else perturb")] = "auto"
+    paths: Annotated[int, doc(
         "positives to store, split over strata by the path mixture (path_options.mixture, multi_turn over "
-        "multi_turn_mixture); more paths are drawn for strata that lose more (0 = use the per-kind counts)"))] = 8
-    single: Annotated[int, Doc(description="single-turn positives to store (single / parallel / multiple / parallel_multiple alike); used when paths = 0")] = 0
-    multi: Annotated[int, Doc(description="multi-turn positives to store, over the multi-turn variants; used when paths = 0")] = 0
-    irrelevance: Annotated[int, Doc(description="irrelevance positives to store (only unrelated functions offered); used when paths = 0")] = 0
-    draw_factor: Annotated[float, Doc(description=(
+        "multi_turn_mixture); more paths are drawn for strata that lose more (0 = use the per-kind counts)")] = 8
+    single: Annotated[int, doc("single-turn positives to store (single / parallel / multiple / parallel_multiple alike); used when paths = 0")] = 0
+    multi: Annotated[int, doc("multi-turn positives to store, over the multi-turn variants; used when paths = 0")] = 0
+    irrelevance: Annotated[int, doc("irrelevance positives to store (only unrelated functions offered); used when paths = 0")] = 0
+    draw_factor: Annotated[float, doc(
         "at most this many paths drawn per positive wanted, per stratum; a stratum that still falls short is "
-        "reported as unfilled with where its paths died"))] = 8.0
-    path_options: Annotated[dict[str, Any], Doc(description="extra fields of graph.paths_config.PathConfig (walk length, p_merge, ...)")] = {}
-    seed: Annotated[int, Doc(description="seed of path sampling, toolkit state, tool-order shuffling and teacher sampling")] = 0
-    concurrency: Annotated[int, Doc(description="paths worked on at once (each is a conversation of many dependent calls)")] = 16
-    structured_outputs: Annotated[bool, Doc(description="send response_format json_schema for translation and judging (keeps small models' JSON valid); off = parse free text")] = True
-    temperature: Annotated[float, Doc(description="sampling temperature of first attempts")] = 0.0
-    retry_temperature: Annotated[float, Doc(description="temperature of later attempts, so a retry can differ")] = 0.7
-    max_tokens: Annotated[int, Doc(description="completion token limit per teacher call (rollout steps, reference calls, judge)")] = 512
-    query_max_tokens: Annotated[int, Doc(description="completion token limit for a written user query (a few sentences; keeps a rambling small model fast)")] = 160
-    translate_attempts: Annotated[int, Doc(description="tries per translation step (bad JSON, invalid or failing reference calls) before dead-lettering the path")] = 3
-    rollout_attempts: Annotated[int, Doc(description="hinted teacher rollouts tried per episode before dead-lettering it (each must pass verification)")] = 2
-    answer_retries: Annotated[int, Doc(description="re-asks of one rollout step whose answer cannot be parsed")] = 2
-    max_steps_per_turn: Annotated[int, Doc(description="assistant steps allowed per user turn (one call per step, plus the summary)")] = 6
-    student_rollouts: Annotated[int, Doc(description="unhinted student rollouts per episode for mining mistakes (the paper uses 10)")] = 3
-    negatives_per_episode: Annotated[int, Doc(description="rejected trajectories (and pairs) wanted per episode: distinct rules (perturb) or distinct mined mistakes (mined)")] = 1
-    failure_phrases: Annotated[list[str], Doc(description="a turn whose final text contains one of these (case-insensitive, whole words) is not a positive")] = msgspec.field(
+        "reported as unfilled with where its paths died")] = 8.0
+    path_options: Annotated[dict[str, Any], doc("extra fields of graph.paths_config.PathConfig (walk length, p_merge, ...)")] = {}
+    seed: Annotated[int, doc("seed of path sampling, toolkit state, tool-order shuffling and teacher sampling")] = 0
+    concurrency: Annotated[int, doc("paths worked on at once (each is a conversation of many dependent calls)")] = 16
+    structured_outputs: Annotated[bool, doc("send response_format json_schema for translation and judging (keeps small models' JSON valid); off = parse free text")] = True
+    temperature: Annotated[float, doc("sampling temperature of first attempts")] = 0.0
+    retry_temperature: Annotated[float, doc("temperature of later attempts, so a retry can differ")] = 0.7
+    max_tokens: Annotated[int, doc("completion token limit per teacher call (rollout steps, reference calls, judge)")] = 512
+    query_max_tokens: Annotated[int, doc("completion token limit for a written user query (a few sentences; keeps a rambling small model fast)")] = 160
+    translate_attempts: Annotated[int, doc("tries per translation step (bad JSON, invalid or failing reference calls) before dead-lettering the path")] = 3
+    rollout_attempts: Annotated[int, doc("hinted teacher rollouts tried per episode before dead-lettering it (each must pass verification)")] = 2
+    answer_retries: Annotated[int, doc("re-asks of one rollout step whose answer cannot be parsed")] = 2
+    max_steps_per_turn: Annotated[int, doc("assistant steps allowed per user turn (one call per step, plus the summary)")] = 6
+    student_rollouts: Annotated[int, doc("unhinted student rollouts per episode for mining mistakes (the paper uses 10)")] = 3
+    negatives_per_episode: Annotated[int, doc("rejected trajectories (and pairs) wanted per episode: distinct rules (perturb) or distinct mined mistakes (mined)")] = 1
+    failure_phrases: Annotated[list[str], doc("a turn whose final text contains one of these (case-insensitive, whole words) is not a positive")] = msgspec.field(
         default_factory=lambda: list(DEFAULT_FAILURE_PHRASES))
-    card_tokenizer: Annotated[str, Doc(description=(
+    card_tokenizer: Annotated[str, doc(
         "tokenizer whose token counts the data card reports (prompt-mode rendering): smollm2 = the embedded "
-        "model, a local Hugging Face folder, or empty for none"))] = "smollm2"
-    prompts_dir: Annotated[str, Doc(description="folder of .txt files overriding distill/prompts/ by file name")] = ""
-    price_in: Annotated[float, Doc(description="USD per 1M prompt tokens, for the cost estimate when the teacher has no price")] = 0.0
-    price_out: Annotated[float, Doc(description="USD per 1M completion tokens, for the cost estimate")] = 0.0
+        "model, a local Hugging Face folder, or empty for none")] = "smollm2"
+    prompts_dir: Annotated[str, doc("folder of .txt files overriding distill/prompts/ by file name")] = ""
+    price_in: Annotated[float, doc("USD per 1M prompt tokens, for the cost estimate when the teacher has no price")] = 0.0
+    price_out: Annotated[float, doc("USD per 1M completion tokens, for the cost estimate")] = 0.0
 
     def __post_init__(self) -> None:
         for name in ("paths", "single", "multi", "irrelevance", "student_rollouts", "negatives_per_episode"):
@@ -83,11 +83,6 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         data = msgspec.to_builtins(self)
         for volatile in ("out", "concurrency", "teacher_options", "price_in", "price_out", "card_tokenizer"):
             data.pop(volatile, None)
+        if not data["author"]:
+            del data["author"]  # runs from before the field existed keep their fingerprint
         return data
-
-
-def field_help() -> dict[str, str]:
-    """Field name -> help text, for argparse."""
-    hints = __import__("typing").get_type_hints(GenerateConfig, include_extras=True)
-    return {name: next((m.description for m in getattr(h, "__metadata__", ()) if isinstance(m, msgspec.Meta)), "")
-            for name, h in hints.items()}

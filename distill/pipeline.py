@@ -27,11 +27,13 @@ from graph.toolkit import ToolPool
 
 class Distiller:
     def __init__(self, pool: ToolPool, teacher: Teacher, config: GenerateConfig, prompts: Prompts | None = None, *,
-                 student: Teacher | None = None, judge: Teacher | None = None):
+                 student: Teacher | None = None, judge: Teacher | None = None, author: Teacher | None = None):
         self.pool, self.teacher, self.cfg = pool, teacher, config
         self.prompts = prompts or Prompts(config.prompts_dir or None)
         self.student, self.judge = student, judge or teacher
-        self.translator = Translator(teacher, pool, self.prompts, config)
+        # The author writes the episodes (queries, reference calls); by default the teacher does. A model
+        # acting as its own hinted teacher (`magnet improve`) may be too weak to author them.
+        self.translator = Translator(author or teacher, pool, self.prompts, config)
         self.spend = Spend()  # this process's tokens over all paths (dead-lettered ones included)
 
     def _params(self, instructions: str, seed: int, temperature: float) -> RolloutParams:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("engine.export:main", "export a run as openai | sharegpt | hf | bfcl"),
     "serve-sim": ("engine.sim_server:main", "serve the deterministic simulator as an OpenAI-compatible server"),
     "train": ("train.cli:main", "train sft | mdpo on a run's shards"),
+    "improve": ("distill.improve:main", "self-improvement rounds: probe -> target failures -> generate -> train -> serve -> evaluate, resumable"),
     "eval": ("engine.cli:eval_main", "evaluate a model: bfcl (BFCL's own checkers) | paths (held-out, state-checked episodes on any toolkits)"),
     "bench": ("bench.cli:main", "run a benchmark and write bench/results/"),
 }

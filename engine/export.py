@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from collections import Counter
@@ -52,6 +51,7 @@ from typing import IO, Any
 
 import orjson
 
+from engine.atomic import atomic_output
 from engine.bfcl_prompts import DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC
 from engine.chat_templates import template_path
 from engine.errors import UserInputError
@@ -264,17 +264,12 @@ def bfcl_entry(traj: Trajectory) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @contextmanager
 def _atomic_output(path: Path) -> Iterator[IO[bytes]]:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb", buffering=1 << 20) as f:
+        with atomic_output(path) as f:
             yield f
-        os.replace(tmp, path)
     except OSError as err:  # read-only target, disk full, file size limit: the user's to fix
         raise UserInputError(f"cannot write the export to {path} ({err.strerror or err}); "
                              "choose a writable --out with free space (nothing was written there)") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _records(run_dir: Path, kind: str, polarity: str, damaged: list[Corruption]) -> Iterator[Trajectory | PreferencePair]:

@@ -20,6 +20,7 @@ import msgspec
 import orjson
 
 from engine.errors import UserInputError
+from engine.reasons import reason_key
 from engine.records import RECORD_KINDS
 from engine.shards import Corruption, iter_frames, shard_files
 from engine.store import MANIFEST, read_manifest
@@ -40,11 +41,6 @@ class _DeadLetterReason(msgspec.Struct):
 class _IdOutputs(msgspec.Struct):
     id: str
     outputs: list[str] = []  # WorkDone only; other kinds decode with it empty
-
-
-def reason_of(error: str) -> str:
-    """A dead letter's error grouped by its kind: the text before the first colon, capped."""
-    return error.split(":", 1)[0].strip()[:60] or "(empty)"
 
 
 def inspect_run(run_dir: Path, *, samples: int = 1, kind: str | None = None) -> dict[str, Any]:
@@ -88,7 +84,7 @@ def inspect_run(run_dir: Path, *, samples: int = 1, kind: str | None = None) -> 
                         polarity[pol_decode(payload).polarity] += 1
                     elif k == "dead_letters":
                         dl = dl_decode(payload)
-                        dead[(dl.stage, reason_of(dl.error))] += 1
+                        dead[(dl.stage, reason_key(dl.error))] += 1
                         dead_items.add(dl.item_id)
                 except msgspec.DecodeError as err:
                     damaged.append(Corruption(path=str(path), offset=offset, length=len(payload), reason=f"undecodable {k} record: {err}"))
@@ -102,6 +98,9 @@ def inspect_run(run_dir: Path, *, samples: int = 1, kind: str | None = None) -> 
         report["trajectories_by_polarity"] = dict(polarity)
     report["dead_letters_by_reason"] = [{"stage": s, "reason": r, "count": n} for (s, r), n in dead.most_common()]
     report["damaged"] = [msgspec.to_builtins(c) for c in damaged]
+    summary = run_dir / "generate_summary.json"
+    if summary.exists():
+        report["data_card"] = orjson.loads(summary.read_bytes()).get("data_card")
     return report
 
 
@@ -153,6 +152,11 @@ def _print_rich(report: dict[str, Any]) -> None:
         for c in report["damaged"]:
             bad.add_row(c["path"], str(c["offset"]), str(c["length"]), "torn tail" if c["torn_tail"] else "corruption", c["reason"])
         console.print(bad)
+
+    if report.get("data_card"):
+        from distill.data_card import print_card  # the command sees every stage; engine/ itself does not
+
+        print_card(report["data_card"])
 
     for kind, picked in report["samples"].items():
         for i, sample in enumerate(picked):

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from engine.atomic import write_atomic
 from engine.chat_templates import template_path
 from engine.errors import UserInputError
 
@@ -66,7 +67,7 @@ def smollm2_checkpoint() -> Path:
         if _ready(final, template):  # another process finished it while we waited
             return final
         if (final / "config.json").is_file():
-            _write_atomic(final / _TEMPLATE_FILE, template)  # only the template changed
+            write_atomic(final / _TEMPLATE_FILE, template)  # only the template changed
             return final
         gguf = smollm2_gguf()
         tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_DIRNAME}-", dir=final.parent))
@@ -98,12 +99,6 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _convert(gguf: Path, out: Path, template: str) -> None:
     """Dequantize the GGUF into a float32 safetensors checkpoint plus tokenizer in ``out``."""
     import torch
@@ -122,4 +117,4 @@ def _convert(gguf: Path, out: Path, template: str) -> None:
     tokenizer.chat_template = template
     tokenizer.save_pretrained(out)
     # Whatever the tokenizer wrote, the file readers check is exactly our template.
-    _write_atomic(out / _TEMPLATE_FILE, template)
+    write_atomic(out / _TEMPLATE_FILE, template)

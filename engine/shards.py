@@ -39,6 +39,7 @@ from pathlib import Path
 
 import msgspec
 
+from engine.atomic import fsync_dir
 from engine.errors import UserInputError
 
 MAGIC = b"MGNTSHRD"
@@ -456,15 +457,6 @@ def finish_rewrite(folder: Path) -> None:
         fsync_dir(folder.parent)
     if replaced.exists():
         shutil.rmtree(replaced)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a created, renamed or removed directory entry durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def is_disk_full(err: OSError) -> bool:

@@ -12,8 +12,7 @@ Guarantees, and how they are kept:
   item whose marker did not make it is simply run again, and its records that did make it
   are skipped as duplicates.
 * Throughput: records are buffered and handed to the OS when ``buffer_bytes`` pile up and
-  every ``flush_interval`` seconds (checked on each put and by ``maybe_flush``, which a
-  scheduler calls from a timer), never fsynced per record.
+  every ``flush_interval`` seconds (checked on each put and commit), never fsynced per record.
   ``durability`` picks when to fsync: ``"interval"`` (every ``flush_interval``, the default),
   ``"commit"`` (write out and fsync every commit: slow, for tiny runs) or ``"close"``
   (only on ``flush``/``close``: survives kill -9 but not power loss).
@@ -53,6 +52,7 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
+from engine.atomic import write_atomic
 from engine.errors import UserInputError
 from engine.records import RECORD_KINDS, DeadLetter, Record, WorkDone
 from engine.shards import (
@@ -61,7 +61,6 @@ from engine.shards import (
     ShardWriteError,
     ShardWriter,
     finish_rewrite,
-    fsync_dir,
     is_disk_full,
     iter_frames,
     read_frame_at,
@@ -172,17 +171,7 @@ def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Replace ``path`` with ``data`` as JSON so readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    write_atomic(path, orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str), durable=True)
 
 
 def _warn(corruption: Corruption) -> None:

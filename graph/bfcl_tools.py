@@ -22,7 +22,6 @@ import inspect
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -102,9 +101,20 @@ def _rename_map() -> dict[str, str]:
     return mapping
 
 
+def set_project_root() -> None:
+    """Point ``BFCL_PROJECT_ROOT`` (unless the user set it) at magnet's cache and create it.
+
+    BFCL creates its result folders there when its constants are imported, so this runs before
+    anything imports bfcl_eval: here for the API classes, in ``bench.bfcl.data`` for the checkers."""
+    if "BFCL_PROJECT_ROOT" not in os.environ:
+        from engine.models import cache_dir
+
+        os.environ["BFCL_PROJECT_ROOT"] = str(cache_dir() / "bfcl_project")
+    Path(os.environ["BFCL_PROJECT_ROOT"]).mkdir(parents=True, exist_ok=True)
+
+
 def _package_dir() -> Path:
-    # BFCL writes result folders at import of its constants; point it at a scratch folder first.
-    os.environ.setdefault("BFCL_PROJECT_ROOT", str(Path(tempfile.gettempdir()) / "magnet-bfcl"))
+    set_project_root()
     spec = importlib.util.find_spec("bfcl_eval")
     if spec is None or not spec.submodule_search_locations:
         raise UserInputError("bfcl-eval is not installed; run `pip install --no-deps bfcl-eval==2025.6.8` (see setup.sh)")

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import tempfile
+import contextlib
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from engine.atomic import atomic_output
 from engine.errors import UserInputError
 from engine.records import FunctionSpec
 
@@ -34,39 +34,9 @@ class _Parser(argparse.ArgumentParser):
 
 def load_pool(names: list[str], *, bfcl_rename: bool = False) -> list[FunctionSpec]:
     """FunctionSpecs of the named toolkits (see --toolkits); unknown names -> UserInputError."""
+    from graph.pool import tool_pool
+
     return tool_pool(names, bfcl_rename=bfcl_rename).specs()
-
-
-def tool_pool(names: list[str], *, bfcl_rename: bool = False) -> Any:
-    """The named toolkits (see --toolkits) as one executable pool; unknown names -> UserInputError."""
-    from graph.toolkit import ToolPool
-    from graph.toolkits import builtin_toolkits
-
-    builtins = builtin_toolkits()
-    classes: list[Any] = []
-    for name in names:
-        if name == "builtin":
-            classes += builtins.values()
-        elif name in builtins:
-            classes.append(builtins[name])
-        elif name == "bfcl":
-            from graph.adapters import bfcl_toolkits
-
-            classes += bfcl_toolkits(rename=bfcl_rename)
-        elif name.endswith(".json"):
-            from graph.adapters import spec_toolkit
-
-            classes.append(spec_toolkit(name))
-        elif name.endswith(".py"):
-            from graph.adapters import toolkit_from_module
-
-            if not Path(name).is_file():
-                raise UserInputError(f"--toolkits {name}: no such file; give an existing .py module of tool classes")
-            classes += toolkit_from_module(name)
-        else:
-            raise UserInputError(f"--toolkits {name}: unknown toolkit; choose builtin, bfcl, one of "
-                                 f"{', '.join(sorted(builtins))}, a .json spec file or a .py module")
-    return ToolPool(classes)
 
 
 def _stats_table(stats: dict[str, Any], title: str) -> Table:
@@ -229,13 +199,7 @@ def _sample(args: argparse.Namespace, console: Console) -> int:
     summary: dict[str, dict[str, Any]] = defaultdict(Counter)
     ops: Counter[str] = Counter()
     encode = msgspec.json.Encoder().encode
-    tmp = None
-    fh = None
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.name}.", suffix=".tmp")
-        fh = os.fdopen(fd, "wb")
-    try:
+    with atomic_output(args.out) if args.out else contextlib.nullcontext() as fh:
         for path in stream:
             row = summary[path.kind]
             row["paths"] += 1
@@ -247,14 +211,6 @@ def _sample(args: argparse.Namespace, console: Console) -> int:
             ops.update(path.ops)
             if fh is not None:
                 fh.write(encode(path) + b"\n")
-    except BaseException:
-        if fh is not None:
-            fh.close()
-            os.unlink(tmp)  # type: ignore[arg-type]
-        raise
-    if fh is not None:
-        fh.close()
-        os.replace(tmp, args.out)  # type: ignore[arg-type]
     title = f"{sum(r['paths'] for r in summary.values())} paths (seed {args.seed})" + (f" -> {args.out}" if args.out else "")
     console.print(_paths_table(dict(summary), ops, title))
     return 0

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import msgspec
 import networkx as nx
 import orjson
 
+from engine.atomic import write_atomic
 from engine.errors import UserInputError
 from engine.records import FunctionSpec
 from engine.teacher import Teacher
@@ -127,11 +126,7 @@ def save_graph(graph: nx.DiGraph, path: str | Path) -> Path:
     raw = orjson.dumps(data)
     if path.suffix == ".gz":
         raw = gzip.compress(raw, compresslevel=6, mtime=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(raw)
-    os.replace(tmp, path)
+    write_atomic(path, raw)
     return path
 
 

@@ -17,7 +17,6 @@ import hashlib
 import os
 import re
 import string
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, TypeVar
@@ -27,6 +26,7 @@ import orjson
 from msgspec import Meta
 
 from engine import metrics
+from engine.atomic import write_atomic
 from engine.errors import BadAnswer, RetryableError, UserInputError
 from engine.records import FunctionSpec, Message
 from engine.teacher import Teacher
@@ -223,12 +223,7 @@ class JudgeCache:
     def put(self, key: str, value: Any) -> None:
         if self.folder is None:
             return
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(orjson.dumps(value))
-        os.replace(tmp, path)
+        write_atomic(self._path(key), orjson.dumps(value))
 
 
 class Judge:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, ClassVar
 
+from engine.atomic import write_atomic
 from engine.errors import BadAnswer, UserInputError
 from engine.records import FunctionSpec, Message, ToolCall
 from engine.teacher import Teacher
@@ -75,10 +75,7 @@ class SpecToolkit(Toolkit):
         path = self._cache_path(key)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"name": name, "arguments": args, "response": response}, sort_keys=True))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps({"name": name, "arguments": args, "response": response}, sort_keys=True))
 
     def _finish(self, call: ToolCall, args: dict[str, Any], response: Any) -> ToolResult:
         self.state["calls"].append({"name": call.name, "arguments": args})

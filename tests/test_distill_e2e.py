@@ -12,6 +12,7 @@ from engine.errors import UserInputError
 from engine.export import main as export_main
 from engine.sim_server import serve_sim_thread
 from engine.store import read_records
+from graph.bfcl_tools import bfcl_pool
 
 
 def _records(run, kind):
@@ -71,6 +72,17 @@ def test_bad_input_is_one_clear_error(tmp_path):
         generate_main(["--teacher", "sim"])
     with pytest.raises(UserInputError, match="student"):
         generate_main(["--teacher", "sim", "--out", str(tmp_path / "r2"), "--negatives", "mined"])
+
+
+def test_generate_takes_the_toolkits_every_command_takes(tmp_path, monkeypatch):
+    """`--toolkits bfcl` names BFCL's API classes in generate as in `magnet graph build`: one loader."""
+    monkeypatch.setenv("BFCL_PROJECT_ROOT", str(tmp_path / "bfcl"))
+    run = tmp_path / "run"
+    assert generate_main(["--teacher", "sim", "--toolkits", "bfcl", "--paths", "4", "--no-progress",
+                          "--card-tokenizer", "", "--out", str(run)]) == 0
+    called = {f for p in _records(run, "paths") for t in p.turns for f in t.functions}
+    assert called and called <= {s.name for s in bfcl_pool().specs()}
+    assert _records(run, "trajectories")
 
 
 async def test_bfcl_multi_turn_checker_accepts_every_positive(tmp_path, monkeypatch):

@@ -30,7 +30,7 @@ from engine.errors import UserInputError
 from engine.records import ToolCall
 from engine.scheduler import run
 from engine.store import RunStore, read_records
-from graph.cli import tool_pool
+from graph.pool import tool_pool
 
 TOOLKITS = "travel,banking,files,calendar"
 CALL_KINDS = [k for k in STRATA if k != "irrelevance"]

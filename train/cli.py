@@ -9,52 +9,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import typing
 from pathlib import Path
-from typing import Any
 
-import msgspec
-
+from engine.config_cli import ConfigCLI
 from engine.errors import UserInputError
 from train.mdpo_config import MDPOConfig
-from train.sft_config import SFTConfig, field_help, load_config
+from train.sft_config import SFTConfig
 
-STAGES: dict[str, type[msgspec.Struct]] = {"sft": SFTConfig, "mdpo": MDPOConfig}
-
-
-def _add_config_flags(p: argparse.ArgumentParser, cls: type[msgspec.Struct]) -> None:
-    helps = field_help(cls)
-    hints = typing.get_type_hints(cls)
-    g = p.add_argument_group("config (also settable in --config TOML)")
-    for f in msgspec.structs.fields(cls):
-        flag, tp = "--" + f.name.replace("_", "-"), hints[f.name]
-        default = f.default if f.default is not msgspec.NODEFAULT else f.default_factory()
-        h = f"{helps[f.name]} (default: {default})"
-        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": h}
-        if tp is bool:
-            g.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        elif typing.get_origin(tp) is typing.Literal:
-            g.add_argument(flag, choices=typing.get_args(tp), **kw)
-        elif typing.get_origin(tp) is list:
-            g.add_argument(flag, nargs="+", **kw)
-        else:
-            g.add_argument(flag, type=tp, **kw)
+# A TOML file may hold both stages' settings, each under its own table.
+STAGES = {"sft": ConfigCLI(SFTConfig, section="sft"), "mdpo": ConfigCLI(MDPOConfig, section="mdpo")}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="magnet train", description="Train on a Magnet run: sft (stage 1) or mdpo (stage 2).")
     sub = p.add_subparsers(dest="stage", required=True)
-    for stage, cls in STAGES.items():
-        sp = sub.add_parser(stage, help=(cls.__doc__ or stage).strip().splitlines()[0] if cls.__doc__ else stage)
+    for stage, config in STAGES.items():
+        sp = sub.add_parser(stage, help=config.cls.__doc__.strip().splitlines()[0] if config.cls.__doc__ else stage)
         sp.add_argument("--data", required=True, help="run directory written by `magnet generate` (reads its "
                         + ("trajectories" if stage == "sft" else "pairs") + " shards)")
         sp.add_argument("--model", required=True, help="HF checkpoint folder to start from, or 'smollm2' for the "
                         "bundled SmolLM2-135M-Instruct")
         sp.add_argument("--out", required=True, help="output folder: final/ checkpoint, checkpoints/, metrics.jsonl, "
                         "training.png, summary.json")
-        sp.add_argument("--config", help="TOML file with config fields (flat, or under a [" + stage + "] table)")
         sp.add_argument("--resume", help="checkpoint folder (<out>/checkpoints/step-N) or 'latest' to continue from")
-        _add_config_flags(sp, cls)
+        config.add_arguments(sp, "config (also settable in --config TOML)")
     return p
 
 
@@ -70,9 +48,7 @@ def _model_dir(spec: str) -> str:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    cls = STAGES[args.stage]
-    overrides = {f.name: getattr(args, f.name) for f in msgspec.structs.fields(cls) if hasattr(args, f.name)}
-    cfg = load_config(cls, args.config, overrides, args.stage)
+    cfg = STAGES[args.stage].load(args)
     out = Path(args.out)
     resume = None
     if args.resume:

@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from engine.atomic import write_atomic
 from engine.errors import UserInputError
 from train.batch import TokenLogProbs
 from train.sft_config import TrainConfig
@@ -308,7 +309,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             kept = [ln for ln in (metrics_path.read_text().splitlines() if metrics_path.exists() and resume else [])
                     if json.loads(ln).get("step", 0) <= self.step]
-            metrics_path.write_text("".join(ln + "\n" for ln in kept))
+            write_atomic(metrics_path, "".join(ln + "\n" for ln in kept))
         barrier(self.d)
         total = self.plan.total_steps
         start, t0, last = self.step, time.perf_counter(), {}
@@ -335,7 +336,7 @@ class Trainer:
                    "data": self.report, "final": last, "config": msgspec.to_builtins(self.cfg)}
         if self.d.main:
             save_model(self.model, self.tokenizer, self.out / "final", merge=self.cfg.merge_lora)
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+            write_atomic(self.out / "summary.json", json.dumps(summary, indent=2))
             from train.plot import plot_metrics
 
             plot_metrics(metrics_path, self.out / "training.png", title=f"magnet train {self.stage}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from engine.atomic import write_atomic
 from engine.errors import UserInputError
 from train.batch import TokenLogProbs, collate_pairs, token_logps, turn_sums
 from train.data import PairExample
@@ -106,9 +106,7 @@ def reference_logps(pairs: Sequence[PairExample], *, data_fp: str, ref_dir: str 
     if rank == 0:
         cache_dir.mkdir(parents=True, exist_ok=True)
         body = _CacheFile(data_fp, model_fp, {k: (c.tolist(), r.tolist()) for k, (c, r) in merged.items()})
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(msgspec.msgpack.encode(body))
-        os.replace(tmp, path)
+        write_atomic(path, msgspec.msgpack.encode(body))
     if world > 1:
         dist.barrier()
     return merged, path, False

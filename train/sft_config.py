@@ -8,81 +8,48 @@ max_length, which is kept small enough for CPU.
 
 from __future__ import annotations
 
-import tomllib
-import typing
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
-from msgspec import Meta
 
-from engine.errors import UserInputError
+from engine.config_cli import doc
 from engine.render import MODE_HELP
 
 
-def _h(text: str, **kw: Any) -> Meta:
-    return Meta(description=text, **kw)
-
-
 class TrainConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    mode: Annotated[Literal["prompt", "fc"], _h(MODE_HELP)] = "prompt"
-    seed: Annotated[int, _h("seed of weight init for LoRA and of the data order; same seed, same run")] = 0
-    epochs: Annotated[int, _h("passes over the data", ge=1)] = 1
-    max_steps: Annotated[int, _h("stop after this many optimizer steps (0 = run all epochs); the schedule spans the steps actually run")] = 0
-    learning_rate: Annotated[float, _h("peak learning rate of AdamW", gt=0)] = 1e-5
-    warmup_ratio: Annotated[float, _h("fraction of the steps with linear warmup from 0, then linear decay to 0", ge=0, le=1)] = 0.1
-    weight_decay: Annotated[float, _h("AdamW weight decay (not applied to biases and norms)", ge=0)] = 0.0
-    adam_beta1: Annotated[float, _h("AdamW beta1")] = 0.9
-    adam_beta2: Annotated[float, _h("AdamW beta2")] = 0.999
-    adam_eps: Annotated[float, _h("AdamW epsilon")] = 1e-8
-    max_grad_norm: Annotated[float, _h("clip the global gradient norm to this (0 = no clipping)", ge=0)] = 1.0
-    batch_size: Annotated[int, _h("examples per optimizer step across all processes (sequences for SFT, pairs for mDPO)", ge=1)] = 64
-    micro_batch_size: Annotated[int, _h("examples per forward pass per process; batch_size / (micro_batch_size * processes) gives the gradient accumulation", ge=1)] = 4
-    max_length: Annotated[int, _h("longest conversation in tokens; longer ones lose whole trailing turns or are skipped (see truncation)", ge=16)] = 2048
-    truncation: Annotated[Literal["drop_turns", "skip"], _h("too-long conversations: drop whole trailing turns (never cut inside an assistant turn) or skip them; mDPO pairs are always skipped")] = "drop_turns"
-    packing: Annotated[Literal["auto", "on", "off"], _h("on = pack a micro-batch's sequences into one row without padding (position ids restart per sequence); off = right-padded rows bucketed by length; auto = on only with a variable-length attention kernel (flash_attention_*), since sdpa/eager then attend over the whole packed row")] = "auto"
-    attn_implementation: Annotated[str, _h("transformers attention kernel: sdpa, eager, flash_attention_2, ...")] = "sdpa"
-    gradient_checkpointing: Annotated[bool, _h("recompute activations in the backward pass to save memory")] = False
-    bf16: Annotated[bool, _h("bfloat16 autocast on GPU (ignored on CPU, which trains in float32)")] = True
-    logits_chunk: Annotated[int, _h("trained tokens per LM-head chunk; bounds the logits memory to chunk x vocabulary", ge=1)] = 1024
-    lora: Annotated[bool, _h("train a LoRA adapter (peft) instead of all weights")] = False
-    lora_r: Annotated[int, _h("LoRA rank", ge=1)] = 32
-    lora_alpha: Annotated[int, _h("LoRA alpha (scale = alpha / r)", ge=1)] = 64
-    lora_dropout: Annotated[float, _h("dropout on the LoRA input", ge=0, lt=1)] = 0.0
-    lora_target_modules: Annotated[list[str], _h("module names LoRA wraps")] = msgspec.field(
+    mode: Annotated[Literal["prompt", "fc"], doc(MODE_HELP)] = "prompt"
+    seed: Annotated[int, doc("seed of weight init for LoRA and of the data order; same seed, same run")] = 0
+    epochs: Annotated[int, doc("passes over the data", ge=1)] = 1
+    max_steps: Annotated[int, doc("stop after this many optimizer steps (0 = run all epochs); the schedule spans the steps actually run")] = 0
+    learning_rate: Annotated[float, doc("peak learning rate of AdamW", gt=0)] = 1e-5
+    warmup_ratio: Annotated[float, doc("fraction of the steps with linear warmup from 0, then linear decay to 0", ge=0, le=1)] = 0.1
+    weight_decay: Annotated[float, doc("AdamW weight decay (not applied to biases and norms)", ge=0)] = 0.0
+    adam_beta1: Annotated[float, doc("AdamW beta1")] = 0.9
+    adam_beta2: Annotated[float, doc("AdamW beta2")] = 0.999
+    adam_eps: Annotated[float, doc("AdamW epsilon")] = 1e-8
+    max_grad_norm: Annotated[float, doc("clip the global gradient norm to this (0 = no clipping)", ge=0)] = 1.0
+    batch_size: Annotated[int, doc("examples per optimizer step across all processes (sequences for SFT, pairs for mDPO)", ge=1)] = 64
+    micro_batch_size: Annotated[int, doc("examples per forward pass per process; batch_size / (micro_batch_size * processes) gives the gradient accumulation", ge=1)] = 4
+    max_length: Annotated[int, doc("longest conversation in tokens; longer ones lose whole trailing turns or are skipped (see truncation)", ge=16)] = 2048
+    truncation: Annotated[Literal["drop_turns", "skip"], doc("too-long conversations: drop whole trailing turns (never cut inside an assistant turn) or skip them; mDPO pairs are always skipped")] = "drop_turns"
+    packing: Annotated[Literal["auto", "on", "off"], doc("on = pack a micro-batch's sequences into one row without padding (position ids restart per sequence); off = right-padded rows bucketed by length; auto = on only with a variable-length attention kernel (flash_attention_*), since sdpa/eager then attend over the whole packed row")] = "auto"
+    attn_implementation: Annotated[str, doc("transformers attention kernel: sdpa, eager, flash_attention_2, ...")] = "sdpa"
+    gradient_checkpointing: Annotated[bool, doc("recompute activations in the backward pass to save memory")] = False
+    bf16: Annotated[bool, doc("bfloat16 autocast on GPU (ignored on CPU, which trains in float32)")] = True
+    logits_chunk: Annotated[int, doc("trained tokens per LM-head chunk; bounds the logits memory to chunk x vocabulary", ge=1)] = 1024
+    lora: Annotated[bool, doc("train a LoRA adapter (peft) instead of all weights")] = False
+    lora_r: Annotated[int, doc("LoRA rank", ge=1)] = 32
+    lora_alpha: Annotated[int, doc("LoRA alpha (scale = alpha / r)", ge=1)] = 64
+    lora_dropout: Annotated[float, doc("dropout on the LoRA input", ge=0, lt=1)] = 0.0
+    lora_target_modules: Annotated[list[str], doc("module names LoRA wraps")] = msgspec.field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    merge_lora: Annotated[bool, _h("write the final checkpoint with the adapter merged into the weights (a plain model vLLM serves)")] = True
-    chat_template: Annotated[str, _h("Jinja chat template file to use instead of the model's own (must render tools and tool_calls)")] = ""
-    save_every: Annotated[int, _h("write a resumable checkpoint every N optimizer steps (0 = only at the end)", ge=0)] = 0
-    log_every: Annotated[int, _h("write a metrics line every N optimizer steps", ge=1)] = 1
-    device: Annotated[Literal["auto", "cpu", "cuda"], _h("where to train; auto = cuda when available")] = "auto"
+    merge_lora: Annotated[bool, doc("write the final checkpoint with the adapter merged into the weights (a plain model vLLM serves)")] = True
+    chat_template: Annotated[str, doc("Jinja chat template file to use instead of the model's own (must render tools and tool_calls)")] = ""
+    save_every: Annotated[int, doc("write a resumable checkpoint every N optimizer steps (0 = only at the end)", ge=0)] = 0
+    log_every: Annotated[int, doc("write a metrics line every N optimizer steps", ge=1)] = 1
+    device: Annotated[Literal["auto", "cpu", "cuda"], doc("where to train; auto = cuda when available")] = "auto"
 
 
 class SFTConfig(TrainConfig, kw_only=True, forbid_unknown_fields=True):
-    polarity: Annotated[Literal["positive", "negative", "any"], _h("which trajectories to train on")] = "positive"
-    require_verified: Annotated[bool, _h("train only on trajectories whose replay verification passed")] = False
-
-
-def field_help(cls: type[msgspec.Struct]) -> dict[str, str]:
-    """Field name -> help text, read from the ``Meta(description=...)`` annotations."""
-    out = {}
-    for name, hint in typing.get_type_hints(cls, include_extras=True).items():
-        metas = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Meta)]
-        out[name] = metas[0].description if metas else ""
-    return out
-
-
-def load_config(cls: type[msgspec.Struct], toml_path: str | None, overrides: dict[str, Any], stage: str):
-    """Defaults < TOML file (flat keys, or a [sft] / [mdpo] table) < command-line overrides."""
-    values: dict[str, Any] = {}
-    if toml_path:
-        try:
-            data = tomllib.loads(Path(toml_path).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as err:
-            raise UserInputError(f"--config {toml_path}: cannot read it as TOML ({err}); fix the file or the path") from err
-        values.update(data[stage] if isinstance(data.get(stage), dict) else data)
-    values.update(overrides)
-    try:
-        return msgspec.convert(values, cls)
-    except msgspec.ValidationError as err:
-        raise UserInputError(f"bad {stage} config: {err}; see `magnet train {stage} --help`") from err
+    polarity: Annotated[Literal["positive", "negative", "any"], doc("which trajectories to train on")] = "positive"
+    require_verified: Annotated[bool, doc("train only on trajectories whose replay verification passed")] = False

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import os
 import sys
 import types
 from pathlib import Path
 from typing import Any
 
 from engine.errors import UserInputError
+from graph.bfcl_tools import set_project_root
 
 V3_PACKAGE = "2025.6.8"
 PREFIXES = {"v3": "BFCL_v3", "v4": "BFCL_v4"}
@@ -55,11 +55,7 @@ class ModelConfig:
 def ensure_bfcl() -> str:
     """Set ``BFCL_PROJECT_ROOT`` (if unset), install the model_config stand-in, import bfcl_eval;
     return the installed package version."""
-    if "BFCL_PROJECT_ROOT" not in os.environ:
-        from engine.models import cache_dir
-
-        os.environ["BFCL_PROJECT_ROOT"] = str(cache_dir() / "bfcl_project")
-    Path(os.environ["BFCL_PROJECT_ROOT"]).mkdir(parents=True, exist_ok=True)
+    set_project_root()
     if _STANDIN not in sys.modules:
         module = types.ModuleType(_STANDIN, "magnet stand-in: only ModelConfig and the models being scored")
         module.ModelConfig = ModelConfig  # type: ignore[attr-defined]

@@ -36,6 +36,7 @@ import orjson
 from bench.bfcl.data import Dataset, category_of, is_multi_turn
 from bench.bfcl.scoring import api_classes, checked_call, handler_class, register_model, forget_model
 from bench.results_io import loadavg, utc_now
+from engine.atomic import write_atomic
 from engine.errors import BadAnswer, TeacherError, UserInputError
 from engine.records import FunctionSpec, Message, ToolCall
 from engine.teacher import Completion, Teacher, Usage
@@ -332,7 +333,7 @@ class ResultFiles:
                     f"({', '.join(f'{k}={old.get(k)!r}' for k in sorted(diff))}); use a new --out to start another run"
                 )
         else:
-            self.config_path.write_text(json.dumps(config, indent=1))
+            write_atomic(self.config_path, json.dumps(config, indent=1))
 
     def _load(self, path: Path) -> None:
         data = path.read_bytes()
@@ -388,7 +389,7 @@ class ResultFiles:
 
     def write_manifest(self, extra: dict[str, Any] | None = None) -> None:
         if extra:
-            (self.config_path.parent / "last_run.json").write_text(json.dumps(extra, indent=1, default=str))
+            write_atomic(self.config_path.parent / "last_run.json", json.dumps(extra, indent=1, default=str))
 
     def close(self) -> None:
         for handle in self.handles.values():

@@ -29,7 +29,7 @@ def client_options(config: TeacherConfig) -> dict[str, Any]:
 
 def make_teacher(spec: str | dict[str, Any] | TeacherConfig | Path, **overrides: Any) -> Teacher:
     """Build a teacher: ``sim``, ``sim:SEED_OR_SCRIPT``, ``openai:MODEL@URL``, ``vllm:MODEL_OR_DIR``,
-    ``hf:DIR``, a config dict or a ``.toml`` path. ``overrides`` replace config fields."""
+    ``hf:DIR``, ``pool:SPEC1,SPEC2,...``, a config dict or a ``.toml`` path. ``overrides`` replace config fields."""
     config = load_config(str(spec) if isinstance(spec, Path) else spec, **overrides)
     parsed = parse_spec(config.spec)
     if parsed.backend == "sim":
@@ -37,6 +37,10 @@ def make_teacher(spec: str | dict[str, Any] | TeacherConfig | Path, **overrides:
 
         seed, script = _sim_target(config.spec, parsed.target)
         return SimTeacher(seed=seed, script=script, latency_ms=config.latency_ms)
+    if parsed.backend == "pool":
+        from engine.teachers.pool import make_pool
+
+        return make_pool(config)
     if parsed.backend == "openai":
         from engine.teachers.openai_http import OpenAIHTTPTeacher
 

@@ -1,7 +1,8 @@
 """Teacher spec strings and TOML configs -> one typed ``TeacherConfig``.
 
 A spec names the backend and the model: ``sim``, ``sim:SEED_OR_SCRIPT``, ``openai:MODEL@URL``
-(URL optional), ``vllm:MODEL_OR_DIR``, ``hf:DIR``. A TOML file holds the same spec plus
+(URL optional), ``vllm:MODEL_OR_DIR``, ``hf:DIR``, or a pool of those (``pool:SPEC1,SPEC2``,
+see ``engine.teachers.pool``). A TOML file holds the same spec plus
 limits, prices and timeouts in a ``[teacher]`` table. Keys are never part of a config: the
 config names the environment variable that holds one (``api_key_env``), so configs can be
 stored in run manifests safely.
@@ -19,7 +20,7 @@ import msgspec
 from engine.errors import UserInputError
 
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
-BACKENDS_HELP = "sim, sim:SEED, openai:MODEL@URL, vllm:MODEL_OR_DIR, hf:DIR or a .toml file"
+BACKENDS_HELP = "sim, sim:SEED, openai:MODEL@URL, vllm:MODEL_OR_DIR, hf:DIR, pool:SPEC1,SPEC2,... or a .toml file"
 
 
 def _doc(text: str) -> msgspec.Meta:
@@ -45,7 +46,10 @@ class TeacherConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, om
     probe_limits: Annotated[bool | None, _doc("send the first request alone, to learn rate limits from its reply's headers "
                                               "before a burst; default: on for openai:, off for vllm: (our own server has none)")] = None
     latency_ms: Annotated[float, msgspec.Meta(ge=0, description="sim only: added delay per answer")] = 0.0
-    options: Annotated[dict[str, Any], _doc("backend-specific settings passed through (vllm / hf), e.g. max_model_len")] = {}
+    options: Annotated[dict[str, Any], _doc("backend-specific settings passed through (vllm / hf), e.g. max_model_len; "
+                                            "for a pool: eject_after, probe_s, max_probe_s")] = {}
+    endpoints: Annotated[list[dict[str, Any]], _doc("pool only: one table per member (its spec and its own limits; "
+                                                    "unset keys are the pool's), after any members named in spec")] = []
 
 
 class ParsedSpec(msgspec.Struct, frozen=True):
@@ -67,6 +71,11 @@ def parse_spec(spec: str) -> ParsedSpec:
             form = "vllm:MODEL_OR_DIR" if backend == "vllm" else "hf:DIR"
             raise UserInputError(f"teacher spec {spec!r} names no model; write {form}")
         return ParsedSpec(backend, rest)
+    if backend == "pool":
+        for member in filter(None, (m.strip() for m in rest.split(","))):
+            if parse_spec(member).backend == "pool":
+                raise UserInputError(f"teacher spec {spec!r} nests a pool; list the endpoints directly: pool:SPEC1,SPEC2")
+        return ParsedSpec("pool", rest)
     if backend == "openai":
         model, at, url = rest.partition("@")
         if not model:

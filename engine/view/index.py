@@ -36,6 +36,7 @@ from typing import Any
 
 import msgspec
 
+from engine.reasons import reason_key
 from engine.records import RECORD_KINDS
 from engine.shards import FRAME_OVERHEAD, Corruption, iter_frames, read_frame_at, shard_files
 
@@ -181,33 +182,23 @@ def _row_pairs(p: _PairRow) -> dict[str, Any]:
     return out
 
 
-def _dead_reason() -> Callable[[str], str]:
-    # The same grouping as generate's summary (its dead_letters_by_reason); imported on first use
-    # because engine does not depend on the distill stage.
-    from distill.cli import reason_key
-
-    return reason_key
+def _row_dead(d: _DeadRow) -> dict[str, Any]:
+    stratum = stratum_of(_path_id(d.item_id))
+    return {"path_kind": stratum.split(".", 1)[0], "stratum": stratum, "stage": d.stage, "reason": reason_key(d.error)}
 
 
-_ROWS: dict[str, tuple[type, Callable[[Any], dict[str, Any]] | None]] = {
+_ROWS: dict[str, tuple[type, Callable[[Any], dict[str, Any]]]] = {
     "paths": (_PathRow, _row_paths),
     "episodes": (_EpisodeRow, _row_episodes),
     "trajectories": (_TrajRow, _traj_fields),
     "pairs": (_PairRow, _row_pairs),
-    "dead_letters": (_DeadRow, None),  # needs reason_key: see _extractor
+    "dead_letters": (_DeadRow, _row_dead),
     "done": (_IdRow, lambda r: {}),
 }
 
 
 def _extractor(kind: str) -> tuple[Callable[[bytes], Any], Callable[[Any], dict[str, Any]]]:
     typ, fields = _ROWS[kind]
-    if kind == "dead_letters":
-        reason = _dead_reason()
-
-        def fields(d: _DeadRow) -> dict[str, Any]:
-            stratum = stratum_of(_path_id(d.item_id))
-            return {"path_kind": stratum.split(".", 1)[0], "stratum": stratum, "stage": d.stage, "reason": reason(d.error)}
-
     return msgspec.msgpack.Decoder(typ).decode, fields
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from engine.reasons import reason_key
 from engine.records import RECORD_KINDS
 from engine.view import conversation, pages
 from engine.view.config import ViewConfig, load_config
@@ -116,8 +117,6 @@ class Viewer:
         elif kind == "episodes":
             body = pages.episode_body(rec)
         else:
-            from distill.cli import reason_key  # the grouping of generate's summary
-
             body = pages.dead_letter_body(rec, reason_key(rec.error))
         return self.title_page(f"{_SINGULAR[kind]} {record_id}", body)
 
