@@ -12,6 +12,7 @@ from engine.errors import UserInputError
 BENCHMARKS: dict[str, str] = {
     "engine_throughput": "client CPU/request, latency-bound wall, rate-limit accuracy vs aiohttp floor and openai SDK",
     "engine_rss": "RSS while streaming 1,000,000 small jobs through the scheduler and store",
+    "pool_throughput": "a teacher pool of N loopback endpoints vs one endpoint: throughput ratio and client CPU",
     "ratelimit_learning": "429 share and accepted share of a 1,200 RPM limit learned from Retry-After alone vs configured/headers",
     "vllm_saturation": "engine tokens/s as a fraction of a saturating plain client against vLLM",
     "vllm_cpu_settings": "vLLM-CPU tokens/s under vLLM's defaults vs the dtype and thread binding magnet picks",

@@ -55,10 +55,10 @@ class Timed:
 
 async def run_once(spec: str, *, paths: int, concurrency: int, toolkits: list[str], seed: int,
                    max_tokens: int = 512, **teacher_options: Any) -> dict[str, Any]:
-    from engine.reasons import reason_key
     from distill.generate_config import GenerateConfig
     from distill.pipeline import Distiller
     from engine import metrics
+    from engine.reasons import reason_key
     from engine.scheduler import run_jobs
     from engine.store import RunStore, read_records
     from engine.teachers import make_teacher

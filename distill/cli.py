@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +112,8 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace, build: Any
     from engine.store import RunStore, config_fingerprint
     from engine.teachers import make_teacher
     from graph.paths import PathSampler
-    from graph.pool import tool_pool
     from graph.paths_config import path_config
+    from graph.pool import tool_pool
 
     started = time.monotonic()
     metrics.reset_metrics()
@@ -165,16 +167,22 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace, build: Any
     return summary
 
 
-def _stored_outcomes(run_dir: Path, is_finished: Any) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+def _stored_outcomes(run_dir: Path, is_finished: Any) -> tuple[Iterator[str], Iterator[str], Iterator[tuple[str, str]]]:
     """What earlier runs of this folder finished: path ids, path ids with a stored positive, and
     (path id, stage) of the paths that died. A path whose marker outlived its records (a damaged
-    shard) is not finished: the store has it run again."""
+    shard) is not finished: the store has it run again. Streams, so a resume of 100M paths holds
+    no list of them (a repeated marker is recognised by a compact ``IdSet``)."""
+    from engine.id_index import IdSet
     from engine.store import read_records
 
-    done = [i for i in dict.fromkeys(m.id for m in read_records(run_dir, "done")) if is_finished(i)]
-    dead = [(dl.item_id, dl.stage) for dl in read_records(run_dir, "dead_letters") if "#" not in dl.item_id]
-    positives = [t.episode_id.removeprefix("ep-") for t in read_records(run_dir, "trajectories") if t.polarity == "positive"]
-    return done + [pid for pid, _ in dead], positives, dead
+    seen = IdSet()
+    done = (m.id for m in read_records(run_dir, "done") if is_finished(m.id) and seen.add(m.id))
+
+    def dead() -> Iterator[tuple[str, str]]:
+        return ((dl.item_id, dl.stage) for dl in read_records(run_dir, "dead_letters") if "#" not in dl.item_id)
+
+    positives = (t.episode_id.removeprefix("ep-") for t in read_records(run_dir, "trajectories") if t.polarity == "positive")
+    return itertools.chain(done, (pid for pid, _ in dead())), positives, dead()
 
 
 def summarize(store: Any, run_dir: Path, run: dict[str, Any], distiller: Any, config: GenerateConfig,

@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import tomllib
-import typing
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from distill.improve_config import SELF, ImproveConfig, field_help
+from distill.improve_config import SELF, ImproveConfig
 from distill.improve_report import teacher_label, write_report
 from distill.improve_serve import Served
 from distill.improve_stages import Stages
+from engine.config_cli import ConfigCLI
 from engine.errors import UserInputError
 
 CONFIG_FILE = "improve_config.json"
@@ -41,42 +40,14 @@ CONFIG_FILE = "improve_config.json"
 RESUMABLE_CHANGES = ("rounds", "out", "concurrency")
 
 
-def _parser() -> argparse.ArgumentParser:
-    helps = field_help()
-    hints = typing.get_type_hints(ImproveConfig)
-    p = argparse.ArgumentParser(prog="magnet improve", description=__doc__.split("\n\n")[0],
-                                argument_default=argparse.SUPPRESS)
-    p.add_argument("--config", help="TOML file of these options (flags given here override it); dict options only there")
-    for f in msgspec.structs.fields(ImproveConfig):
-        tp, flag = hints[f.name], "--" + f.name.replace("_", "-")
-        if typing.get_origin(tp) is dict:
-            continue
-        if tp is bool:
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=helps[f.name])
-        elif typing.get_origin(tp) is typing.Literal:
-            p.add_argument(flag, dest=f.name, choices=typing.get_args(tp), help=helps[f.name])
-        elif typing.get_origin(tp) is list:
-            p.add_argument(flag, dest=f.name, type=lambda s: [t for t in s.split(",") if t], help=helps[f.name] + " (comma-separated)")
-        else:
-            p.add_argument(flag, dest=f.name, type=tp, help=helps[f.name])
-    return p
+# Every option is an ImproveConfig field; a TOML file may hold them flat or under [improve].
+CONFIG = ConfigCLI(ImproveConfig, section="improve")
 
 
 def load_config(argv: list[str]) -> ImproveConfig:
-    args = vars(_parser().parse_args(argv))
-    data: dict[str, Any] = {}
-    if "config" in args:
-        try:
-            data = tomllib.loads(Path(args.pop("config")).read_text())
-        except FileNotFoundError:
-            raise UserInputError("--config: no such file; pass a TOML file of improve options") from None
-        except tomllib.TOMLDecodeError as err:
-            raise UserInputError(f"--config is not valid TOML ({err}); fix the file") from None
-    data.update(args)
-    try:
-        return msgspec.convert(data, ImproveConfig)
-    except msgspec.ValidationError as err:
-        raise UserInputError(f"improve config: {err}; see `magnet improve --help`") from None
+    p = argparse.ArgumentParser(prog="magnet improve", description=__doc__.split("\n\n")[0])
+    CONFIG.add_arguments(p)
+    return CONFIG.load(p.parse_args(argv))
 
 
 def check_resume(out: Path, cfg: ImproveConfig) -> None:
@@ -207,6 +178,7 @@ class Loop:
 
     def run(self) -> dict[str, Any]:
         cfg, out = self.cfg, self.out
+        _checkpoint_dir(cfg.model)  # a wrong --model fails here, before anything is written
         out.mkdir(parents=True, exist_ok=True)
         check_resume(out, cfg)
         meta = {"out": str(out), "model": cfg.model, "serve": cfg.serve, "author": teacher_label(cfg.author),

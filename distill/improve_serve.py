@@ -16,7 +16,10 @@ from engine.teacher import Teacher
 
 class Served:
     def __init__(self, serve: str, options: dict[str, Any]):
-        self.serve, self.options = serve, dict(options)
+        from distill.eval_paths import VLLM_DEFAULT_OPTIONS
+
+        self.serve = serve
+        self.options = (dict(VLLM_DEFAULT_OPTIONS) if serve == "vllm" else {}) | options
         self.checkpoint: str | None = None
         self.server: Any = None  # engine.teachers.vllm_server.VLLMServer while one runs
 

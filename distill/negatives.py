@@ -26,12 +26,13 @@ import msgspec
 from distill.parsers import format_bfcl
 from distill.rollout import Rollout, reference_hint
 from distill.spend import Spend
-from distill.structured import ask_json
 from distill.translate import output_values
 from engine.errors import BadAnswer
 from engine.records import Episode, EpisodeTurn, ToolCall
+from engine.structured import ask_json
 from engine.teacher import Teacher
 from graph.toolkit import ToolPool
+
 
 class Change(msgspec.Struct, kw_only=True):
     """A perturbation: the calls one turn gets instead of its reference calls, and the error it makes."""
@@ -229,7 +230,7 @@ class Verdict(msgspec.Struct, kw_only=True):
 
 async def judge(teacher: Teacher, prompt: str, n_turns: int, *, spend: Spend, structured: bool, max_tokens: int,
                 seed: int) -> list[Verdict]:
-    obj, text = await ask_json(teacher, prompt, JUDGE_SCHEMA, name="judge_errors", spend=spend, structured=structured,
+    obj, text = await ask_json(teacher, prompt, JUDGE_SCHEMA, name="judge_errors", on_usage=spend.add, structured=structured,
                                temperature=0.0, max_tokens=max_tokens, seed=seed)
     verdicts = obj.get("verdicts")
     if not isinstance(verdicts, list):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import string
-from functools import cache
 from pathlib import Path
 
 from engine.errors import UserInputError
@@ -52,8 +51,3 @@ class Prompts:
             raise UserInputError(
                 f"prompt {name!r} uses an unknown placeholder ({err}); allowed: {', '.join('$' + k for k in values)}"
             ) from None
-
-
-@cache
-def default_prompts() -> Prompts:
-    return Prompts()

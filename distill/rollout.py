@@ -22,10 +22,10 @@ import msgspec
 
 from distill.parsers import format_bfcl, validate_call
 from distill.spend import Spend
-from engine import metrics
 from engine.errors import BadAnswer
 from engine.records import Episode, EpisodeTurn, FunctionSpec, Message, ToolCall
 from engine.render import Mode, render_messages
+from engine.retry import with_reasks
 from engine.teacher import Teacher
 from graph.schema import ArgumentError
 from graph.toolkit import ToolPool, ToolResult, ToolRuntime
@@ -198,21 +198,24 @@ class _Conversation:
         """The model's next message and its parsed calls, or the error after the retries."""
         p = self.params
         messages, tools = self.request(offered)
-        last: BadAnswer | None = None
-        for attempt in range(p.answer_retries + 1):
+
+        async def once(attempt: int, last: BadAnswer | None) -> tuple[Message, list[ToolCall]]:
             try:  # a backend may itself reject a truncated or garbled answer with BadAnswer
                 completion = await self.model.chat(
                     messages, tools=tools, tool_choice="auto" if tools else None,
                     temperature=p.temperature if attempt == 0 else p.retry_temperature, max_tokens=p.max_tokens,
                     seed=p.seed * 1000 + h * 50 + step * 5 + attempt)
-                self.spend.add(completion.usage)
-                return completion.message, self.parse(completion.message, self.specs)
             except BadAnswer as err:
                 if err.usage is not None:  # the backend rejected the answer: its tokens were spent all the same
                     self.spend.add(err.usage)
-                last = err
-                metrics.METRICS.retries += 1
-        return f"turn {h} step {step}: {last}"
+                raise
+            self.spend.add(completion.usage)
+            return completion.message, self.parse(completion.message, self.specs)
+
+        try:
+            return await with_reasks(once, attempts=p.answer_retries + 1)
+        except BadAnswer as err:
+            return f"turn {h} step {step}: {err}"
 
     async def act(self, h: int, step: int, calls: list[ToolCall], offered: dict[str, FunctionSpec], log: TurnLog) -> None:
         """Store the calls as one assistant message, execute each for real, feed the outputs back."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -100,8 +100,9 @@ class StratifiedSource:
                 self._repairs.append(self.sampler.path(stratum, self.seed, int(index)))
                 self._repaired.add(pid)
 
-    def resume(self, finished_ids: list[str], positive_path_ids: list[str], deaths: list[tuple[str, str]]) -> None:
-        """Counts from earlier runs: finished paths, stored positives, and (path id, stage) of deaths."""
+    def resume(self, finished_ids: Iterable[str], positive_path_ids: Iterable[str], deaths: Iterable[tuple[str, str]]) -> None:
+        """Counts from earlier runs: finished paths, stored positives, and (path id, stage) of deaths
+        (each read once, in this order: they may be streams)."""
         for pid in finished_ids:
             if (s := self.strata.get(stratum_of_id(pid))) is not None:
                 s.drawn += 1

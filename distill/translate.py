@@ -24,11 +24,11 @@ from distill.parsers import format_bfcl, quote, validate_call
 from distill.prompts import Prompts
 from distill.rollout import fresh_runtime
 from distill.spend import Spend
-from distill.structured import ask_json
-from engine import metrics
 from engine.bfcl_prompts import DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC
 from engine.errors import BadAnswer, JobFailed
 from engine.records import Episode, EpisodeTurn, FunctionSpec, Message, SignaturePath, ToolCall
+from engine.retry import with_reasks
+from engine.structured import ask_json
 from engine.teacher import Teacher
 from graph.matcher import GENERIC
 from graph.schema import ArgumentError
@@ -124,6 +124,14 @@ def bind_outputs(call: ToolCall, earlier: list[Any], stated: str = "") -> ToolCa
     return ToolCall(name=call.name, arguments=args)
 
 
+def _correction(bad: BadAnswer | None) -> list[Message]:
+    """What a re-ask adds after the prompt: the rejected answer, and its problem to fix."""
+    if bad is None:
+        return []
+    return [Message(role="assistant", content=bad.text or "(empty)"),
+            Message(role="user", content=f"That answer has a problem: {bad}. Answer again, fixing it.")]
+
+
 class Translator:
     def __init__(self, teacher: Teacher, pool: ToolPool, prompts: Prompts, config: GenerateConfig):
         self.teacher, self.pool, self.prompts, self.cfg = teacher, pool, prompts, config
@@ -190,25 +198,17 @@ class Translator:
     # -- steps -----------------------------------------------------------------------------
 
     async def _retry(self, stage: str, step: Any) -> Any:
-        """Run ``step(attempt, history)``; a BadAnswer is shown to the teacher on the next attempt.
-
-        Not ``engine.retry.with_retries``: a bad answer is re-asked at once (no backoff: nothing is
-        overloaded), at the retry temperature, with the problem explained to the model."""
-        history: list[Message] = []
-        for attempt in range(self.cfg.translate_attempts):
-            try:
-                return await step(attempt, history)
-            except BadAnswer as err:
-                last = err
-                metrics.METRICS.retries += 1
-                history = [Message(role="assistant", content=err.text or "(empty)"),
-                           Message(role="user", content=f"That answer has a problem: {err}. Answer again, fixing it.")]
-        raise JobFailed(f"{stage}: {last}", stage="translate", attempts=self.cfg.translate_attempts) from last
+        """Run ``step(attempt, history)`` under ``engine.retry.with_reasks``: a BadAnswer is re-asked
+        at once, at the retry temperature, with the answer and its problem shown to the model."""
+        try:
+            return await with_reasks(lambda attempt, last: step(attempt, _correction(last)), attempts=self.cfg.translate_attempts)
+        except BadAnswer as err:
+            raise JobFailed(f"{stage}: {err}", stage="translate", attempts=self.cfg.translate_attempts) from err
 
     async def _ask(self, prompt: str, schema: dict[str, Any], name: str, spend: Spend, attempt: int,
                    history: list[Message], max_tokens: int | None = None) -> tuple[dict[str, Any], str]:
         return await ask_json(
-            self.teacher, prompt, schema, name=name, spend=spend, structured=self.cfg.structured_outputs,
+            self.teacher, prompt, schema, name=name, on_usage=spend.add, structured=self.cfg.structured_outputs,
             temperature=self.cfg.temperature if attempt == 0 else self.cfg.retry_temperature,
             max_tokens=max_tokens or self.cfg.max_tokens, seed=self.cfg.seed + attempt, history=history)
 

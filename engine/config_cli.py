@@ -82,12 +82,22 @@ def describe(cls: type[msgspec.Struct]) -> str:
     return "\n".join(f"{name}: {text}" for name, text in field_docs(cls).items())
 
 
+def _items(item: type) -> Any:
+    """The argparse type of one list argument: comma-separated values of ``item``."""
+
+    def parse(text: str) -> list[Any]:
+        return [item(x.strip()) for x in text.split(",") if x.strip()]
+
+    parse.__name__ = f"{item.__name__} list"  # argparse's error says "invalid int list value"
+    return parse
+
+
 def _key_values(items: list[str], flag: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise UserInputError(f"{flag} {item!r} is not KEY=VALUE; write one KEY=VALUE per {flag}, e.g. {flag} name=8192")
+            raise UserInputError(f"{flag} {item!r} is not KEY=VALUE; give one KEY=VALUE per {flag}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -139,11 +149,11 @@ class ConfigCLI:
             table = f" (flat, or under a [{self.section}] table)" if self.section else ""
             parser.add_argument("--config", metavar="FILE.toml", help=f"TOML file of the options below{table}; flags override it")
         group = parser.add_argument_group(title)
-        helps = field_docs(self.cls)
+        helps, hints = field_docs(self.cls), typing.get_type_hints(self.cls, include_extras=True)
         for f in self.fields:
             tp, help_ = self.types[f.name], helps[f.name].replace("%", "%%")
-            if f.name in self.positional:
-                group.add_argument(f.name, help=help_)
+            if f.name in self.positional:  # always given: its default is no help
+                group.add_argument(f.name, help=_description(hints[f.name]).replace("%", "%%"))
                 continue
             kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_}
             origin = typing.get_origin(tp)
@@ -156,8 +166,7 @@ class ConfigCLI:
             elif origin is list and _bare(typing.get_args(tp)[0]) in _SCALARS:
                 item = _bare(typing.get_args(tp)[0])
                 kw["help"] += "; several values: A B or A,B"
-                group.add_argument(self.flag[f.name], nargs="+", action="extend",
-                                   type=lambda s, item=item: [item(x) for x in s.split(",") if x], **kw)
+                group.add_argument(self.flag[f.name], nargs="+", action="extend", type=_items(item), **kw)
             elif origin is dict:
                 kw["help"] += "; one KEY=VALUE per flag (VALUE read as JSON, else as text), repeatable"
                 group.add_argument(self.flag[f.name], action="append", metavar="KEY=VALUE", **kw)
@@ -203,9 +212,10 @@ class ConfigCLI:
             return f"{self.prog} --config: unknown option {name!r}; valid ones are {', '.join(f.name for f in self.fields)}"
         if name not in self.flag:
             return f"{self.prog} config: {message}; {see}"
-        label = name if name in self.positional else f"{self.flag[name]} ({name} in --config)"
+        label = name if name in self.positional else self.flag[name] + (f" ({name} in --config)" if self.config_file else "")
         if "missing required field" in message:
-            return f"{label} is required: {field_docs(self.cls)[name]}"
+            hint = typing.get_type_hints(self.cls, include_extras=True)[name]
+            return f"{label} is required: {_description(hint)}"
         detail = re.sub(r" - at `[^`]*`$", "", message)
         given = f" {data[name]!r}" if name in data else ""
         return f"{label}{given}: {detail}; give a valid value ({see})"

@@ -3,8 +3,9 @@
 Guarantees, and how they are kept:
 
 * Every id is stored at most once per kind. Opening a run streams every folder once,
-  truncating torn tails and collecting the ids (a set per kind); ``put`` refuses an id
-  already in its set, in this run or an earlier one.
+  truncating torn tails and collecting the ids (an ``IdSet`` per kind: one bit per id for
+  path-numbered ids, so resuming a 100M-path run stays well under 1 GB); ``put`` refuses an
+  id already in its set, in this run or an earlier one.
 * A finished item stays finished and never loses its records. ``commit`` appends the item's
   records and then its ``WorkDone`` marker, and every write-out hands the record folders to
   the OS before the marker folders (``dead_letters``, ``done``). A marker on disk therefore
@@ -54,6 +55,7 @@ import orjson
 
 from engine.atomic import write_atomic
 from engine.errors import UserInputError
+from engine.id_index import IdSet
 from engine.records import RECORD_KINDS, DeadLetter, Record, WorkDone
 from engine.shards import (
     Corruption,
@@ -247,8 +249,8 @@ class RunStore:
         self.buffer_bytes = buffer_bytes
         self.flush_interval = flush_interval
         self.corruptions: list[Corruption] = []  # damage found while opening (torn tails included)
-        self._ids: dict[str, set[str]] = {k: set() for k in RECORD_KINDS}
-        self._dead_items: set[str] = set()
+        self._ids: dict[str, IdSet] = {k: IdSet() for k in RECORD_KINDS}
+        self._dead_items = IdSet()
         # Finished items whose marker lists records the shards no longer hold -> those ids.
         self._incomplete: dict[str, list[str]] = {}
         self.incomplete_at_open = 0
@@ -358,7 +360,7 @@ class RunStore:
         interrupted requeue), then the dead-letter folder is replaced by one without them.
         """
         self.flush()
-        listed = {o for m in read_records(self.run_dir, "done") for o in m.outputs}
+        listed = IdSet(o for m in read_records(self.run_dir, "done") for o in m.outputs)
         encode = self._encoder.encode
         kept: list[bytes] = []
         chosen: list[DeadLetter] = []

@@ -63,9 +63,13 @@ def tools_to_wire(tools: list[FunctionSpec]) -> list[dict[str, Any]]:
 
 
 def completion_to_wire(completion: Completion, *, response_id: str, created: int) -> dict[str, Any]:
-    msg = message_to_wire(completion.message)
-    if "tool_calls" in msg and not msg.get("content"):
-        msg["content"] = None
+    """A chat.completion body; a ``wire_message`` goes out as it is (a server replaying raw output)."""
+    if completion.wire_message is not None:
+        msg = completion.wire_message
+    else:
+        msg = message_to_wire(completion.message)
+        if "tool_calls" in msg and not msg.get("content"):
+            msg["content"] = None
     usage = completion.usage
     return {
         "id": response_id,

@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 from engine.errors import UserInputError
-from graph.toolkit import Entry, Toolkit, ToolError, introspect, jsonable, public_state
+from graph.toolkit import Entry, ToolError, Toolkit, introspect, jsonable, public_state
 
 # Re-exports resolved on first access (PEP 562): graph.bfcl_tools builds on PythonToolkit below.
 _LAZY = {

@@ -29,8 +29,8 @@ from typing import Any
 from engine.errors import BadAnswer, UserInputError
 from engine.records import FunctionSpec, Message
 from engine.teacher import Teacher
-from graph.schema import check_schema
 from graph.adapters import PythonToolkit
+from graph.schema import check_schema
 from graph.toolkit import Catalog, Entry, Toolkit, ToolPool
 
 # class name -> (module stem under func_source_code, doc file stem, toolkit name, rename prefix)

@@ -18,8 +18,12 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.atomic import atomic_output
+from engine.config_cli import ConfigCLI, describe
 from engine.errors import UserInputError
 from engine.records import FunctionSpec
+from graph.judges import JudgeConfig
+from graph.matcher import MatcherConfig
+from graph.paths_config import KINDS, PathConfig
 
 _TOOLKITS_HELP = ("toolkits to pool: builtin (all built-in domains), a built-in toolkit name, bfcl (BFCL's eight "
                   "multi-turn API classes), a .json file of OpenAI tool specs, or a .py module of tool classes")
@@ -75,22 +79,19 @@ async def _build(specs: list[FunctionSpec], teacher_spec: str | None, matcher: A
         await teacher.aclose()
 
 
-def _config(cls: type, data: dict[str, Any], what: str) -> Any:
-    try:
-        return msgspec.convert({k: v for k, v in data.items() if v is not None}, cls)
-    except msgspec.ValidationError as err:
-        raise UserInputError(f"{what}: {err}") from None
+# `graph build` flags: every MatcherConfig and JudgeConfig field (no --config: the two would share it);
+# the established spellings --same-domain, --cross-domain and --judge-mode are kept.
+MATCHER_CLI = ConfigCLI(MatcherConfig, config_file=False, flags={"same_domain_candidates": "--same-domain",
+                                                                 "cross_domain_candidates": "--cross-domain"})
+JUDGE_CLI = ConfigCLI(JudgeConfig, config_file=False, flags={"mode": "--judge-mode"})
+# `paths sample` flags: every PathConfig field, also settable in --config (flat, or under [paths]).
+PATHS_CLI = ConfigCLI(PathConfig, section="paths")
 
 
 def _cmd_build(args: argparse.Namespace, console: Console) -> int:
     from graph.depgraph import graph_stats, save_graph
-    from graph.judges import JudgeConfig
-    from graph.matcher import MatcherConfig
 
-    matcher = _config(MatcherConfig, {"threshold": args.threshold, "same_domain_candidates": args.same_domain,
-                                      "cross_domain_candidates": args.cross_domain}, "matcher options")
-    judge = _config(JudgeConfig, {"mode": args.judge_mode, "nested": args.nested or None, "prompts_dir": args.prompts_dir,
-                                  "cache_dir": args.cache_dir, "concurrency": args.concurrency}, "judge options")
+    matcher, judge = MATCHER_CLI.load(args), JUDGE_CLI.load(args)
     specs = load_pool(args.toolkits, bfcl_rename=args.bfcl_rename)
     graph = asyncio.run(_build(specs, args.teacher, matcher, judge))
     save_graph(graph, args.out)
@@ -125,15 +126,9 @@ def graph_main(argv: list[str]) -> int:
     b.add_argument("--toolkits", nargs="+", default=["builtin"], help=_TOOLKITS_HELP)
     b.add_argument("--bfcl-rename", action="store_true", help="rename BFCL functions so the benchmark's names are not exposed")
     b.add_argument("--teacher", help="refine the matcher's graph with the LLM dependency judge of this teacher (sim, openai:MODEL@URL, vllm:DIR, hf:DIR, FILE.toml)")
-    b.add_argument("--judge-mode", choices=["union", "replace"], help="union: matcher + judge edges (default); replace: the judge decides (the paper)")
-    b.add_argument("--nested", action="store_true", help="also ask the nested judge about every edge")
-    b.add_argument("--prompts-dir", help="folder with your own dependency.txt / nested.txt prompts")
-    b.add_argument("--cache-dir", help="judge answer cache (default $MAGNET_CACHE/graph_judge)")
-    b.add_argument("--concurrency", type=int, help="judge calls in flight at once (default 16)")
-    b.add_argument("--threshold", type=float, help="matcher score needed for an edge (default 0.5)")
-    b.add_argument("--same-domain", type=int, help="matcher candidates per function from its own toolkit (default 30)")
-    b.add_argument("--cross-domain", type=int, help="matcher candidates per function from other toolkits (default 10)")
     b.add_argument("--out", required=True, type=Path, help="graph file to write (.json, or .json.gz)")
+    MATCHER_CLI.add_arguments(b, "matcher (the offline edges)")
+    JUDGE_CLI.add_arguments(b, "judge (with --teacher)")
     s = sub.add_parser("show", help="draw a function's neighbourhood as PNG or HTML")
     s.add_argument("graph", type=Path, help="graph file from `magnet graph build`")
     s.add_argument("--node", required=True, help="function at the centre")
@@ -160,8 +155,6 @@ def _paths_table(summary: dict[str, dict[str, Any]], ops: Counter[str], title: s
 
 
 def paths_main(argv: list[str]) -> int:
-    from graph.paths_config import KINDS, config_help
-
     parser = _Parser(prog="magnet paths", description="sample signature paths from a dependency graph")
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     p = sub.add_parser("sample", help="sample paths and write them as JSONL")
@@ -170,13 +163,13 @@ def paths_main(argv: list[str]) -> int:
     p.add_argument("--kinds", nargs="+", choices=KINDS, help="only these kinds (keeping their mixture weights)")
     p.add_argument("--seed", type=int, default=0, help="stream seed: the same seed gives the same paths")
     p.add_argument("--start", type=int, default=0, help="first path index (to shard or resume a stream)")
-    p.add_argument("--config", type=Path, help="PathConfig as TOML or JSON (see --help-config)")
-    p.add_argument("--help-config", action="store_true", help="list every PathConfig field with its default and help")
+    p.add_argument("--help-config", action="store_true", help="list every PathConfig field as --config names it, with its default and help")
     p.add_argument("--out", type=Path, help="JSONL file of SignaturePath records (default: summary only)")
+    PATHS_CLI.add_arguments(p, "path config (a .json --config file works too)")
     args = parser.parse_args(argv)
     console = Console()
     if args.help_config:
-        console.print(config_help(), highlight=False)
+        console.print(describe(PathConfig), highlight=False)
         return 0
     if args.graph is None:
         raise UserInputError("magnet paths sample: --graph is required; build one with `magnet graph build --out graph.json`")
@@ -186,9 +179,8 @@ def paths_main(argv: list[str]) -> int:
 def _sample(args: argparse.Namespace, console: Console) -> int:
     from graph.depgraph import graph_specs, load_graph
     from graph.paths import sample_paths
-    from graph.paths_config import PathConfig, load_path_config
 
-    config = load_path_config(args.config) if args.config else PathConfig()
+    config = PATHS_CLI.load(args)
     if args.kinds:
         weights = {k: w for k, w in config.mixture.items() if k in args.kinds and w > 0}
         config.mixture = weights or {k: 1.0 for k in args.kinds}

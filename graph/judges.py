@@ -6,7 +6,9 @@ quotes, trailing commas, Python literals. Model text is parsed with ``json`` and
 ``ast.literal_eval``, never evaluated. Answers are cached on disk keyed by the teacher's name
 and the rendered prompt (which holds the target, the candidate set and the template), so a
 rebuilt graph costs no second call. Calls run concurrently through the ``Teacher`` protocol,
-at most ``concurrency`` at once.
+at most ``concurrency`` at once, asked as ``engine.structured.ask_json`` asks and retried by
+``engine.retry.with_reasks`` (an unreadable answer at once, a transient error after a jittered
+backoff that honours Retry-After).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ import msgspec
 import orjson
 from msgspec import Meta
 
-from engine import metrics
 from engine.atomic import write_atomic
 from engine.errors import BadAnswer, RetryableError, UserInputError
-from engine.records import FunctionSpec, Message
+from engine.records import FunctionSpec
+from engine.retry import with_reasks
+from engine.structured import ask_json
 from engine.teacher import Teacher
 
 T = TypeVar("T")
@@ -246,26 +249,22 @@ class Judge:
         if hit is not None:
             self.cached += 1
             return decode(hit)
-        fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}} if self.config.structured else None
-        for attempt in range(self.config.attempts):
-            if attempt:
-                metrics.METRICS.retries += 1
-            try:
-                async with self._limit:
-                    self.calls += 1
-                    done = await self.teacher.chat([Message(role="user", content=prompt)], response_format=fmt,
-                                                   temperature=self.config.temperature + 0.3 * attempt,
-                                                   max_tokens=self.config.max_tokens, seed=attempt)
-                value = parse(done.message.content or "")
-            except BadAnswer:
-                continue
-            except RetryableError as err:
-                await asyncio.sleep(min(30.0, err.retry_after or 0.5 * 2**attempt))
-                continue
-            self.cache.put(key, encode(value))
+
+        async def ask(attempt: int, last: BadAnswer | None) -> T:
+            async with self._limit:  # held for the call only, not while a failed one backs off
+                self.calls += 1
+                value, _ = await ask_json(self.teacher, prompt, schema, name="answer", structured=self.config.structured,
+                                          temperature=self.config.temperature + 0.3 * attempt,
+                                          max_tokens=self.config.max_tokens, seed=attempt, parse=parse)
             return value
-        self.failed += 1
-        return None
+
+        try:
+            value = await with_reasks(ask, attempts=self.config.attempts, transient=True)
+        except (BadAnswer, RetryableError):
+            self.failed += 1
+            return None
+        self.cache.put(key, encode(value))
+        return value
 
     async def related(self, target: FunctionSpec, candidates: list[FunctionSpec]) -> list[str] | None:
         """The candidates the judge says depend on ``target``'s output; None when it never answered usably."""

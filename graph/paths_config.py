@@ -7,7 +7,6 @@ evenly among BFCL's simple / parallel / multiple / parallel-multiple.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -95,30 +94,3 @@ def path_config(data: dict[str, Any] | None = None, *, where: str = "path config
         return msgspec.convert(data or {}, PathConfig)
     except msgspec.ValidationError as err:
         raise UserInputError(f"{where}: {err}; see `magnet paths sample --help-config` for the fields") from None
-
-
-def load_path_config(path: str | Path) -> PathConfig:
-    """PathConfig from a TOML or JSON file."""
-    import tomllib
-
-    import orjson
-
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        raise UserInputError(f"path config {path} cannot be read; check the file name") from None
-    try:
-        data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else orjson.loads(raw)
-    except (tomllib.TOMLDecodeError, orjson.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserInputError(f"path config {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({err}); fix the file") from None
-    if not isinstance(data, dict):
-        raise UserInputError(f"path config {path}: expected a table of fields; see `magnet paths sample --help-config`")
-    return path_config(data, where=f"path config {path}")
-
-
-def config_help() -> str:
-    """One entry per field: name, default and help text (from the Struct's own metadata)."""
-    props = msgspec.json.schema(PathConfig)["$defs"]["PathConfig"]["properties"]
-    default = msgspec.to_builtins(PathConfig())
-    return "\n".join(f"{name} = {default[name]!r}\n    {props[name].get('description', '')}" for name in props)

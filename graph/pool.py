@@ -9,6 +9,7 @@ from pathlib import Path
 from engine.errors import UserInputError
 from graph.toolkit import Toolkit, ToolPool
 
+
 def tool_pool(names: list[str], *, bfcl_rename: bool = False) -> ToolPool:
     """The named toolkits (see --toolkits) as one executable pool; unknown names -> UserInputError."""
     from graph.toolkits import builtin_toolkits

@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
 import _records_factory as F  # noqa: E402
+
 from engine.store import RunStore, StoreWriteError  # noqa: E402
 
 LINE = 512

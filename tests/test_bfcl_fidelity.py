@@ -21,7 +21,7 @@ os.environ.setdefault("BFCL_PROJECT_ROOT", tempfile.mkdtemp(prefix="bfcl_project
 from bench.bfcl.data import category_of, ensure_bfcl, load_dataset  # noqa: E402
 from bench.bfcl.replay import ReplayTeacher, serve_replay  # noqa: E402
 from bench.bfcl.runner import EntryRunner  # noqa: E402
-from bench.bfcl.scoring import register_model, forget_model, score_results  # noqa: E402
+from bench.bfcl.scoring import forget_model, register_model, score_results  # noqa: E402
 from engine.records import Message, ToolCall  # noqa: E402
 from engine.teacher import Completion, Usage  # noqa: E402
 from engine.teachers import make_teacher  # noqa: E402

@@ -12,11 +12,11 @@ import pytest
 
 os.environ.setdefault("BFCL_PROJECT_ROOT", tempfile.mkdtemp(prefix="bfcl_project_"))
 
+from bench.bfcl.arithmetic import MAX_INT_BITS, MAX_ITEMS, Refused, evaluate  # noqa: E402
 from bench.bfcl.cli import main  # noqa: E402
 from bench.bfcl.data import category_of, load_dataset  # noqa: E402
-from bench.bfcl.arithmetic import MAX_INT_BITS, MAX_ITEMS, Refused, evaluate  # noqa: E402
 from bench.bfcl.runner import ApiInstances  # noqa: E402
-from bench.bfcl.scoring import REFUSED_CALL, checked_call, decode_python_prompting, handler_class, register_model, forget_model  # noqa: E402
+from bench.bfcl.scoring import REFUSED_CALL, checked_call, decode_python_prompting, forget_model, handler_class, register_model  # noqa: E402
 from engine.errors import UserInputError  # noqa: E402
 
 

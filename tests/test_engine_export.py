@@ -8,10 +8,10 @@ import json
 import os
 import sys
 
+import _records_factory as F
 import orjson
 import pytest
 
-import _records_factory as F
 from engine.cli import main as cli
 from engine.errors import UserInputError
 from engine.export import BFCL_FILE, export

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+import _records_factory as F
 import pytest
 
-import _records_factory as F
 from engine.cli import main as cli
 from engine.records import RECORD_KINDS
 from engine.shards import FRAME_OVERHEAD, iter_frames, shard_files
@@ -22,7 +22,7 @@ def run_dir(tmp_path):
         for i in range(3):
             store.put("trajectories", F.trajectory(i, "negative"))
             store.put("pairs", F.pair(i))
-        for i, (stage, error) in enumerate([("rollout", "BadAnswer: no JSON in 'hello'"), ("rollout", "BadAnswer: truncated"),
+        for i, (stage, error) in enumerate([("rollout", "BadAnswer: no JSON in 'hello'"), ("rollout", "BadAnswer: no JSON in 'hi'"),
                                             ("judge", "RateLimited: gave up after 6 tries")]):
             store.dead_letter(F.dead_letter(100 + i, stage=stage, error=error))
     return run
@@ -44,8 +44,8 @@ def test_json_report(run_dir, capsys):
     assert trajectories["bytes"] == sum(p.stat().st_size for p in shard_files(run_dir / "trajectories"))
     assert report["trajectories_by_polarity"] == {"positive": 12, "negative": 3}
     assert report["dead_letters_by_reason"] == [
-        {"stage": "rollout", "reason": "BadAnswer", "count": 2},
-        {"stage": "judge", "reason": "RateLimited", "count": 1},
+        {"stage": "rollout", "reason": "no JSON in …", "count": 2},  # engine.reasons: one row whatever the quoted text
+        {"stage": "judge", "reason": "gave up after … tries", "count": 1},
     ]
     assert {k: len(v) for k, v in report["samples"].items()} == {"paths": 2, "episodes": 2, "trajectories": 2, "pairs": 2, "dead_letters": 2, "done": 2}
     assert report["samples"]["trajectories"][0]["id"] == "traj-0-positive"
@@ -82,7 +82,7 @@ def test_rich_tables(run_dir, capsys):
     text = capsys.readouterr().out
     for kind in RECORD_KINDS:
         assert kind in text
-    assert "inspect-fp" in text and "BadAnswer" in text and "RateLimited" in text
+    assert "inspect-fp" in text and "no JSON in …" in text and "gave up after … tries" in text
     assert "trajectories sample 1" in text and "positive 12, negative 3" in text
     assert "sk-hidden" not in text
 

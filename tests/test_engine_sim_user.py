@@ -12,10 +12,10 @@ import pytest
 from distill.generate_config import GenerateConfig
 from distill.prompts import Prompts
 from distill.spend import Spend
-from distill.structured import response_format
 from distill.translate import QUERY_SCHEMA, Translator, bind_outputs, calls_schema, clip, describe
 from engine.errors import JobFailed
 from engine.records import Message, ToolCall
+from engine.structured import response_format
 from engine.teachers.sim import SimTeacher, parse_hint
 from engine.teachers.sim_user import render
 from graph.depgraph import build_graph
@@ -249,7 +249,7 @@ def test_an_output_that_cannot_serve_is_not_referred_to(pool):
     assert "just found" not in query
     run(pool, ["append_to_note"], query, runtime)
     token = runtime.execute(ToolCall(name="bank_login", arguments={"customer_id": "CUST-2048", "pin": "4321"})).output
-    outputs = f'[{{"account_id": "ACC-1", "amount": -150.0, "kind": "withdrawal"}}]'
+    outputs = '[{"account_id": "ACC-1", "amount": -150.0, "kind": "withdrawal"}]'
     query = back_on(pool, runtime, ["convert_currency"], last_round=f"Calls: [withdraw(amount=150)]\nOutputs: {outputs}")
     call, = run(pool, ["convert_currency"], query, runtime, last_outputs=outputs)
     assert call.arguments["amount"] > 0 and token["auth_token"] not in query

@@ -7,10 +7,10 @@ import logging
 import os
 import time
 
+import _records_factory as F
 import orjson
 import pytest
 
-import _records_factory as F
 from engine import shards
 from engine.errors import UserInputError
 from engine.records import RECORD_KINDS, WorkDone

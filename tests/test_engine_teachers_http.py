@@ -54,7 +54,7 @@ async def test_chat_and_tool_calls_round_trip_through_http():
             assert call.arguments == {"city": "Oslo", "days": 2} and call.id.startswith("call_")
             msgs += [first.message, Message(role="tool", content='{"temp": 3}', tool_call_id=call.id, name="get_weather")]
             final = await teacher.chat(msgs, [WEATHER])
-            assert final.message.content == 'Done. get_weather returned {"temp": 3}.' and final.model == "sim"
+            assert final.message.content == 'Done. get_weather: temp 3.' and final.model == "sim"
         finally:
             await teacher.aclose()
     m = metrics.METRICS
@@ -248,9 +248,9 @@ def test_toml_config_is_typed_and_checked(tmp_path, monkeypatch):
 
 
 def test_config_fields_carry_help_text():
-    from engine.teachers.spec import describe_fields
+    from engine.config_cli import describe
 
-    lines = describe_fields().splitlines()
+    lines = describe(TeacherConfig).splitlines()
     assert len(lines) == len(TeacherConfig.__struct_fields__)
     assert all(line.split(": ", 1)[1] for line in lines)
 
@@ -290,6 +290,12 @@ def test_vllm_and_hf_specs_dispatch_lazily_to_their_backends(tmp_path):
     assert isinstance(teacher, VLLMServerTeacher) and teacher.name == "vllm:smollm2"  # constructed, not started
     with pytest.raises(UserInputError, match="config.json"):
         make_teacher(f"hf:{tmp_path}")  # reached HFTeacher, which checks the folder
+    from engine.teachers.vllm_inproc import VLLMInprocTeacher
+
+    inproc = make_teacher("vllm-inproc:smollm2", options={"max_model_len": 1024})
+    assert isinstance(inproc, VLLMInprocTeacher) and inproc.name == "vllm-inproc:smollm2" and inproc.engine is None
+    with pytest.raises(UserInputError, match="vllm-inproc teacher option.* rpm unknown"):
+        make_teacher("vllm-inproc:smollm2", rpm=100)
 
 
 async def test_sim_spec_with_latency():

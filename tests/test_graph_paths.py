@@ -3,6 +3,7 @@ and reproducibility, on random graphs drawn by hypothesis."""
 
 from __future__ import annotations
 
+from argparse import Namespace
 from collections import Counter
 
 import msgspec
@@ -13,8 +14,9 @@ from hypothesis import strategies as st
 
 from engine.errors import UserInputError
 from engine.records import PathTurn, SignaturePath
+from graph.cli import PATHS_CLI
 from graph.paths import PathRng, PathSampler, apportion, kind_schedule, sample_paths
-from graph.paths_config import KINDS, PathConfig, load_path_config, path_config
+from graph.paths_config import KINDS, PathConfig, path_config
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -218,14 +220,14 @@ def test_bad_config_values_are_user_errors(tmp_path) -> None:
     toml = tmp_path / "c.toml"
     toml.write_text("p_merge = 2.0\n")
     with pytest.raises(UserInputError, match="p_merge"):
-        load_path_config(toml)
+        PATHS_CLI.load(Namespace(config=toml))
     toml.write_text("p_merge = [\n")
     with pytest.raises(UserInputError, match="not valid TOML"):
-        load_path_config(toml)
+        PATHS_CLI.load(Namespace(config=toml))
     with pytest.raises(UserInputError, match="cannot be read"):
-        load_path_config(tmp_path / "missing.toml")
+        PATHS_CLI.load(Namespace(config=tmp_path / "missing.toml"))
     toml.write_text("p_merge = 0.1\nwalk_steps = 3\n")
-    assert load_path_config(toml).walk_steps == 3
+    assert PATHS_CLI.load(Namespace(config=toml)).walk_steps == 3
 
 
 def test_bad_sampler_input_is_user_error() -> None:

@@ -12,6 +12,7 @@ import pytest
 os.environ.setdefault("BFCL_PROJECT_ROOT", tempfile.mkdtemp(prefix="bfcl_project_"))
 
 import _records_factory as F  # noqa: E402
+
 from bench.bfcl.data import ensure_bfcl, load_dataset  # noqa: E402
 from engine import bfcl_prompts  # noqa: E402
 from engine.errors import UserInputError  # noqa: E402

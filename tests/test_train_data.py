@@ -3,6 +3,7 @@ generation markers, template refusal, truncation by whole turns, bad input."""
 
 from __future__ import annotations
 
+import _records_factory as F
 import numpy as np
 import pytest
 from train_support import single_turn_pairs, tiny  # noqa: F401
@@ -10,7 +11,6 @@ from train_support import single_turn_pairs, tiny  # noqa: F401
 from engine.errors import UserInputError
 from engine.records import Message
 from engine.store import RunStore
-import _records_factory as F
 from train.data import ChatRenderer, TemplateError, pair_examples, read_run, require_examples, sft_examples, template_messages
 from train.loop import load_tokenizer
 from train.samples import SYSTEM, pairs, trajectories, trajectory

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import math
 
+import _records_factory as F
 import numpy as np
 import pytest
 
-import _records_factory as F
 from engine.export import export
 from engine.store import RunStore
 from train.data import ChatRenderer

@@ -1,4 +1,4 @@
-"""The training loop both stages share: devices and DDP, model and LoRA set-up, the data plan,
+"""The training loop both stages share: devices and DDP or FSDP2 (train/fsdp.py), model and LoRA set-up, the data plan,
 AdamW with warmup + linear decay, accumulation, clipping, checkpoints that resume exactly,
 metrics JSONL and progress lines.
 
@@ -189,14 +189,15 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
                              fused=device.type == "cuda")
 
 
-def save_model(model: nn.Module, tokenizer, out: Path, *, merge: bool) -> None:
-    """HF folder (weights, config, tokenizer, chat template); a LoRA model is merged on request."""
+def save_model(model: nn.Module, tokenizer, out: Path, *, merge: bool, weights: dict[str, torch.Tensor] | None = None) -> None:
+    """HF folder (weights, config, tokenizer, chat template); a LoRA model is merged on request.
+    ``weights``: the full state dict to write instead of the model's own (gathered from FSDP shards)."""
     out.mkdir(parents=True, exist_ok=True)
     if merge and hasattr(model, "merge_and_unload"):
         import copy
 
         model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(out)
+    model.save_pretrained(out, state_dict=weights)
     tokenizer.save_pretrained(out)
 
 
@@ -218,10 +219,19 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.model = (add_lora(model, cfg) if cfg.lora else model).to(d.device)
+        if cfg.parallel == "fsdp" and cfg.lora:
+            raise UserInputError("--parallel fsdp is for full fine-tuning; a LoRA adapter is small: use --parallel ddp")
+        self.fsdp = cfg.parallel == "fsdp" and d.world > 1
+        self.model = add_lora(model, cfg) if cfg.lora else model
+        if not self.fsdp:  # FSDP moves only each process's shard to the device
+            self.model = self.model.to(d.device)
         self.model.train()
         inner = TokenLogProbs(self.model, logits_chunk=cfg.logits_chunk)
-        if d.world > 1:
+        if self.fsdp:
+            from train.fsdp import shard
+
+            inner = shard(inner, self.model)
+        elif d.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             inner = DDP(inner, device_ids=[d.device.index] if d.device.type == "cuda" else None)
@@ -234,11 +244,16 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         path = self.out / "checkpoints" / f"step-{self.step:06d}"
+        weights, optim = None, None
+        if self.fsdp:  # collective: every rank takes part, rank 0 receives the full states
+            from train.fsdp import full_model_state, full_optimizer_state
+
+            weights, optim = full_model_state(self.model), full_optimizer_state(self.model, self.opt)
         if self.d.main:
             tmp = path.with_name(path.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            self.model.save_pretrained(tmp / "model")
-            torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "step": self.step,
+            self.model.save_pretrained(tmp / "model", state_dict=weights)
+            torch.save({"optimizer": optim if self.fsdp else self.opt.state_dict(), "scheduler": self.sched.state_dict(), "step": self.step,
                         "data_fingerprint": self.data_fp, "stage": self.stage, "torch_rng": torch.get_rng_state(),
                         "config": msgspec.to_builtins(self.cfg)}, tmp / "trainer_state.pt")
             shutil.rmtree(path, ignore_errors=True)
@@ -258,18 +273,28 @@ class Trainer:
 
         weights = {}
         for f in sorted((path / "model").glob("*.safetensors")):
-            weights.update(load_file(f, device=str(self.d.device)))
+            weights.update(load_file(f, device="cpu" if self.fsdp else str(self.d.device)))
         if self.cfg.lora:
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(self.model, weights)
         else:
-            missing, unexpected = self.model.load_state_dict(weights, strict=False)
+            if self.fsdp:
+                from train.fsdp import load_full_model_state
+
+                missing, unexpected = load_full_model_state(self.model, weights)
+            else:
+                missing, unexpected = self.model.load_state_dict(weights, strict=False)
             tied = {k for k in missing if k.endswith("lm_head.weight")}
             if set(missing) - tied or unexpected:
                 raise UserInputError(f"--resume {path}: weights do not match the model ({len(missing)} missing, "
                                      f"{len(unexpected)} unexpected); resume with the same --model")
-        self.opt.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            from train.fsdp import load_full_optimizer_state
+
+            load_full_optimizer_state(self.model, self.opt, state["optimizer"])
+        else:
+            self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
@@ -287,13 +312,19 @@ class Trainer:
         stats: dict[str, float] = {}
         for i, mb in enumerate(micro):
             sync = i == len(micro) - 1 or self.d.world == 1
-            with (nullcontext() if sync else self.module.no_sync()), autocast:
+            if self.fsdp:
+                from train.fsdp import set_gradient_sync
+
+                set_gradient_sync(self.module, sync)
+            with (nullcontext() if sync or self.fsdp else self.module.no_sync()), autocast:
                 loss, s = self.step_fn(self.module, mb, counts)
-                (loss * self.d.world).backward()  # DDP averages gradients over processes
+                (loss * self.d.world).backward()  # DDP and FSDP average gradients over processes
             for k, v in s.items():
                 stats[k] = stats.get(k, 0.0) + v
         grad_norm = (torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
                      if self.cfg.max_grad_norm > 0 else torch.tensor(0.0))
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor (the norm over every process's shards)
+            grad_norm = grad_norm.full_tensor()
         lr = self.sched.get_last_lr()[0]
         self.opt.step()
         self.sched.step()
@@ -334,8 +365,13 @@ class Trainer:
         summary = {"stage": self.stage, "steps": self.step, "total_steps": total, "processes": self.d.world,
                    "train_seconds": round(elapsed, 2), "model": self.model_source, "data_fingerprint": self.data_fp,
                    "data": self.report, "final": last, "config": msgspec.to_builtins(self.cfg)}
+        weights = None
+        if self.fsdp:  # collective: gathered to rank 0, which writes it
+            from train.fsdp import full_model_state
+
+            weights = full_model_state(self.model)
         if self.d.main:
-            save_model(self.model, self.tokenizer, self.out / "final", merge=self.cfg.merge_lora)
+            save_model(self.model, self.tokenizer, self.out / "final", merge=self.cfg.merge_lora, weights=weights)
             write_atomic(self.out / "summary.json", json.dumps(summary, indent=2))
             from train.plot import plot_metrics
 

@@ -48,6 +48,10 @@ class TrainConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     save_every: Annotated[int, doc("write a resumable checkpoint every N optimizer steps (0 = only at the end)", ge=0)] = 0
     log_every: Annotated[int, doc("write a metrics line every N optimizer steps", ge=1)] = 1
     device: Annotated[Literal["auto", "cpu", "cuda"], doc("where to train; auto = cuda when available")] = "auto"
+    parallel: Annotated[Literal["ddp", "fsdp"], doc("how several processes (torchrun) share the work: ddp = each holds the whole model; "
+                                                   "fsdp = FSDP2 fully_shard: weights, gradients and optimizer state sharded over the "
+                                                   "processes, for full fine-tuning of a model larger than one GPU (checkpoints are "
+                                                   "gathered back to Hugging Face folders); not with lora")] = "ddp"
 
 
 class SFTConfig(TrainConfig, kw_only=True, forbid_unknown_fields=True):

@@ -17,7 +17,6 @@ model's own messages, invalid arguments included.
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import orjson
@@ -26,7 +25,9 @@ from aiohttp import web
 from bench.bfcl.data import Dataset, category_of, is_multi_turn
 from bench.bfcl.replay import NO_CALL_TEXT, ReplayTeacher, _is_results, _multi_turn_calls, _relevance_call
 from engine import wire
+from engine.chat_server import ChatRequest, chat_app
 from engine.records import Message
+from engine.teacher import Completion, Usage
 
 Calls = list[tuple[str, dict[str, Any]]]
 
@@ -171,15 +172,10 @@ def _lenient_message(raw: dict[str, Any]) -> Message:
 
 
 def build_adversary_app(adversary: AdversaryTeacher) -> web.Application:
-    async def chat(request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        messages = [_lenient_message(m) for m in body.get("messages", [])]
-        message, finish = adversary.answer(messages, wire.tools_from_wire(body.get("tools")) or None)
-        payload = {"id": f"chatcmpl-{time.monotonic_ns()}", "object": "chat.completion", "created": int(time.time()),
-                   "model": "adversary", "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-                   "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
-        return web.Response(body=orjson.dumps(payload), content_type="application/json")
+    async def answer(chat: ChatRequest) -> Completion:
+        message, finish = adversary.answer(chat.messages, chat.tools or None)
+        # The raw message goes out byte for byte; ``message`` only satisfies the record type.
+        return Completion(message=Message(role="assistant"), wire_message=message, finish_reason=finish,
+                          usage=Usage(prompt_tokens=10, completion_tokens=5), model="adversary")
 
-    app = web.Application(client_max_size=64 << 20)
-    app.router.add_post("/v1/chat/completions", chat)
-    return app
+    return chat_app(answer, model="adversary", read_message=_lenient_message)

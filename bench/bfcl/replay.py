@@ -15,20 +15,17 @@ categories); FC mode returns native tool calls named as BFCL's ``convert_to_tool
 ('.' -> '_'). Categories that share questions (base / long_context) need one replay each.
 
 ``serve_replay`` serves any such Teacher as an OpenAI-compatible chat endpoint on loopback
-(aiohttp, in its own thread and event loop, so synchronous clients such as BFCL's own
-handler can use it too).
+(``engine.chat_server`` in its own thread and event loop, so synchronous clients such as BFCL's
+own handler can use it too).
 """
 
 from __future__ import annotations
 
 import ast
-import asyncio
 import contextlib
 import hashlib
 import inspect
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -38,7 +35,9 @@ from bench.bfcl.data import Dataset, category_of, is_multi_turn, is_relevance, l
 from bench.bfcl.runner import Conversation
 from bench.bfcl.scoring import api_classes
 from engine import wire
+from engine.chat_server import chat_app, teacher_answer
 from engine.errors import BadAnswer
+from engine.loopback import serve_in_thread
 from engine.records import FunctionSpec, Message, ToolCall
 from engine.teacher import Completion, Usage
 
@@ -232,68 +231,13 @@ class ReplayTeacher:
 # -- serving a Teacher over loopback -------------------------------------------------------------
 
 
-def build_app(teacher: Any) -> web.Application:
-    async def chat(request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        try:
-            messages = [wire.message_from_wire(m) for m in body.get("messages", [])]
-            completion = await teacher.chat(
-                messages, wire.tools_from_wire(body.get("tools")) or None,
-                temperature=float(body.get("temperature") or 0.0), max_tokens=int(body.get("max_tokens") or 512),
-            )
-        except BadAnswer as err:
-            return web.json_response({"error": {"message": str(err), "type": "invalid_request_error"}}, status=400)
-        payload = wire.completion_to_wire(completion, response_id=f"chatcmpl-{time.monotonic_ns()}", created=int(time.time()))
-        return web.Response(body=orjson.dumps(payload), content_type="application/json")
-
-    async def models(request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": teacher.name, "object": "model"}]})
-
-    app = web.Application(client_max_size=64 << 20)
-    app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_get("/v1/models", models)
-    return app
-
-
 def serve_replay(teacher: Any, *, host: str = "127.0.0.1", port: int = 0) -> contextlib.AbstractContextManager[str]:
     """Serve ``teacher`` at ``http://host:port/v1`` from a background thread; yields the base URL."""
-    return serve_app(lambda: build_app(teacher), host=host, port=port)
+    return serve_app(lambda: chat_app(teacher_answer(teacher), model=teacher.name), host=host, port=port)
 
 
 @contextlib.contextmanager
-def serve_app(make_app: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve the aiohttp app ``make_app()`` builds (in the server's own event loop) at ``http://host:port/v1``."""
-    loop = asyncio.new_event_loop()
-    ready: dict[str, Any] = {}
-    started = threading.Event()
-
-    async def start() -> None:
-        runner = web.AppRunner(make_app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        ready["runner"] = runner
-        ready["port"] = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(start())
-        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
-            ready["error"] = exc
-        started.set()
-        if "error" not in ready:
-            loop.run_forever()
-
-    thread = threading.Thread(target=serve, name="bfcl-replay-server", daemon=True)
-    thread.start()
-    started.wait()
-    if "error" in ready:
-        raise ready["error"]
-    try:
-        yield f"http://{host}:{ready['port']}/v1"
-    finally:
-        asyncio.run_coroutine_threadsafe(ready["runner"].cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
+def serve_app(make_app: Callable[[], web.Application], *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve the OpenAI-compatible app ``make_app()`` builds (in the server's own thread) at ``http://host:port/v1``."""
+    with serve_in_thread(make_app, host=host, port=port, name="bfcl-replay-server") as root:
+        yield root + "/v1"

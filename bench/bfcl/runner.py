@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from bench.bfcl.data import Dataset, category_of, is_multi_turn
-from bench.bfcl.scoring import api_classes, checked_call, handler_class, register_model, forget_model
+from bench.bfcl.scoring import api_classes, checked_call, forget_model, handler_class, register_model
 from bench.results_io import loadavg, utc_now
 from engine.atomic import write_atomic
 from engine.errors import BadAnswer, TeacherError, UserInputError

@@ -28,7 +28,7 @@ def client_options(config: TeacherConfig) -> dict[str, Any]:
 
 
 def make_teacher(spec: str | dict[str, Any] | TeacherConfig | Path, **overrides: Any) -> Teacher:
-    """Build a teacher: ``sim``, ``sim:SEED_OR_SCRIPT``, ``openai:MODEL@URL``, ``vllm:MODEL_OR_DIR``,
+    """Build a teacher: ``sim``, ``sim:SEED_OR_SCRIPT``, ``openai:MODEL@URL``, ``vllm:MODEL_OR_DIR``, ``vllm-inproc:MODEL_OR_DIR``,
     ``hf:DIR``, ``pool:SPEC1,SPEC2,...``, a config dict or a ``.toml`` path. ``overrides`` replace config fields."""
     config = load_config(str(spec) if isinstance(spec, Path) else spec, **overrides)
     parsed = parse_spec(config.spec)
@@ -48,7 +48,9 @@ def make_teacher(spec: str | dict[str, Any] | TeacherConfig | Path, **overrides:
     extra = {k: v for k, v in msgspec.structs.asdict(config).items()
              if k not in ("spec", "options") and v != getattr(_DEFAULTS, k)}
     extra.update(config.options)
-    module, cls = {"vllm": ("engine.teachers.vllm_server", "VLLMServerTeacher"), "hf": ("engine.teachers.hf_local", "HFTeacher")}[parsed.backend]
+    module, cls = {"vllm": ("engine.teachers.vllm_server", "VLLMServerTeacher"),
+                   "vllm-inproc": ("engine.teachers.vllm_inproc", "VLLMInprocTeacher"),
+                   "hf": ("engine.teachers.hf_local", "HFTeacher")}[parsed.backend]
     return getattr(importlib.import_module(module), cls)(parsed.target, **extra)
 
 

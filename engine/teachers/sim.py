@@ -252,8 +252,8 @@ def _label_text(hint: Hint) -> str:
     if hint.label == "miss_func":
         return "I can't do that: none of the available functions provides the functionality this request needs."
     if hint.label == "miss_param":
-        what = ", ".join(hint.missing) if hint.missing else "a required value"
-        return f"I need more information to do this. Could you tell me the {what}?"
+        what = f"the {', '.join(hint.missing)}" if hint.missing else "the value you left out"
+        return f"I need more information to do this. Could you tell me {what}?"
     return "None of the available functions fits this request, so I can't call anything for it."
 
 

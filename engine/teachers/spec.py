@@ -1,7 +1,8 @@
 """Teacher spec strings and TOML configs -> one typed ``TeacherConfig``.
 
 A spec names the backend and the model: ``sim``, ``sim:SEED_OR_SCRIPT``, ``openai:MODEL@URL``
-(URL optional), ``vllm:MODEL_OR_DIR``, ``hf:DIR``, or a pool of those (``pool:SPEC1,SPEC2``,
+(URL optional), ``vllm:MODEL_OR_DIR``, ``vllm-inproc:MODEL_OR_DIR`` (vLLM's engine in this process,
+no server), ``hf:DIR``, or a pool of those (``pool:SPEC1,SPEC2``,
 see ``engine.teachers.pool``). A TOML file holds the same spec plus
 limits, prices and timeouts in a ``[teacher]`` table. Keys are never part of a config: the
 config names the environment variable that holds one (``api_key_env``), so configs can be
@@ -11,45 +12,42 @@ stored in run manifests safely.
 from __future__ import annotations
 
 import tomllib
-import typing
 from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 
+from engine.config_cli import doc
 from engine.errors import UserInputError
 
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
-BACKENDS_HELP = "sim, sim:SEED, openai:MODEL@URL, vllm:MODEL_OR_DIR, hf:DIR, pool:SPEC1,SPEC2,... or a .toml file"
-
-
-def _doc(text: str) -> msgspec.Meta:
-    return msgspec.Meta(description=text)
+BACKENDS_HELP = ("sim, sim:SEED, pool:SPEC1,SPEC2,..., vllm-inproc:MODEL_OR_DIR, openai:MODEL@URL, vllm:MODEL_OR_DIR, "
+                 "hf:DIR or a .toml file")
 
 
 class TeacherConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """How to reach a teacher and how hard to push it. ``None`` limits are unknown (learned from headers)."""
 
-    spec: Annotated[str, _doc("backend and model: " + BACKENDS_HELP)]
-    rpm: Annotated[float | None, _doc("requests per minute allowed; None = learn from x-ratelimit-* headers")] = None
-    tpm: Annotated[float | None, _doc("input+output tokens per minute (OpenAI's single token limit)")] = None
-    tpm_in: Annotated[float | None, _doc("input (prompt) tokens per minute")] = None
-    tpm_out: Annotated[float | None, _doc("output (completion) tokens per minute")] = None
+    spec: Annotated[str, doc("backend and model: " + BACKENDS_HELP)]
+    rpm: Annotated[float | None, doc("requests per minute allowed; None = learn from x-ratelimit-* headers")] = None
+    tpm: Annotated[float | None, doc("input+output tokens per minute (OpenAI's single token limit)")] = None
+    tpm_in: Annotated[float | None, doc("input (prompt) tokens per minute")] = None
+    tpm_out: Annotated[float | None, doc("output (completion) tokens per minute")] = None
     max_concurrency: Annotated[int, msgspec.Meta(ge=1, description="most requests in flight; adaptive concurrency stays within [1, this]")] = 64
     price_in: Annotated[float, msgspec.Meta(ge=0, description="USD per 1M input tokens, for the cost estimate")] = 0.0
     price_out: Annotated[float, msgspec.Meta(ge=0, description="USD per 1M output tokens, for the cost estimate")] = 0.0
-    api_key_env: Annotated[str, _doc("environment variable holding the API key (never the key itself)")] = "OPENAI_API_KEY"
+    api_key_env: Annotated[str, doc("environment variable holding the API key (never the key itself)")] = "OPENAI_API_KEY"
     timeout_s: Annotated[float, msgspec.Meta(gt=0, description="seconds before one request counts as timed out")] = 120.0
     max_retries: Annotated[int, msgspec.Meta(ge=0, description="retries after the first attempt for 429, 5xx, timeouts, connection errors")] = 6
     max_bad_answer_retries: Annotated[int, msgspec.Meta(ge=0, description="retries of unparsable, truncated or filtered answers")] = 2
     backoff_s: Annotated[float, msgspec.Meta(ge=0, description="base of the exponential backoff (full jitter) between retries")] = 0.5
-    probe_limits: Annotated[bool | None, _doc("send the first request alone, to learn rate limits from its reply's headers "
-                                              "before a burst; default: on for openai:, off for vllm: (our own server has none)")] = None
+    probe_limits: Annotated[bool | None, doc("send the first request alone, to learn rate limits from its reply's headers "
+                                             "before a burst; default: on for openai:, off for vllm: (our own server has none)")] = None
     latency_ms: Annotated[float, msgspec.Meta(ge=0, description="sim only: added delay per answer")] = 0.0
-    options: Annotated[dict[str, Any], _doc("backend-specific settings passed through (vllm / hf), e.g. max_model_len; "
-                                            "for a pool: eject_after, probe_s, max_probe_s")] = {}
-    endpoints: Annotated[list[dict[str, Any]], _doc("pool only: one table per member (its spec and its own limits; "
-                                                    "unset keys are the pool's), after any members named in spec")] = []
+    options: Annotated[dict[str, Any], doc("backend-specific settings passed through (vllm / hf), e.g. max_model_len; "
+                                           "for a pool: eject_after, probe_s, max_probe_s")] = {}
+    endpoints: Annotated[list[dict[str, Any]], doc("pool only: one table per member (its spec and its own limits; "
+                                                   "unset keys are the pool's), after any members named in spec")] = []
 
 
 class ParsedSpec(msgspec.Struct, frozen=True):
@@ -66,9 +64,9 @@ def parse_spec(spec: str) -> ParsedSpec:
     backend, _, rest = spec.partition(":")
     if backend == "sim":
         return ParsedSpec("sim", rest)
-    if backend in ("vllm", "hf"):
+    if backend in ("vllm", "vllm-inproc", "hf"):
         if not rest:
-            form = "vllm:MODEL_OR_DIR" if backend == "vllm" else "hf:DIR"
+            form = "hf:DIR" if backend == "hf" else f"{backend}:MODEL_OR_DIR"
             raise UserInputError(f"teacher spec {spec!r} names no model; write {form}")
         return ParsedSpec(backend, rest)
     if backend == "pool":
@@ -124,14 +122,3 @@ def _read_toml(path: Path) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise UserInputError(f"teacher config {str(path)!r} has no [teacher] table; add [teacher] with spec = \"...\"")
     return table
-
-
-def field_help(struct: type, name: str) -> str:
-    """The description a config Struct gives field ``name`` (``Annotated[..., msgspec.Meta(description=...)]``)."""
-    hint = typing.get_type_hints(struct, include_extras=True)[name]
-    return next((m.description for m in getattr(hint, "__metadata__", ()) if isinstance(m, msgspec.Meta) and m.description), "")
-
-
-def describe_fields() -> str:
-    """One line per config key with its help text (for --help output and docs)."""
-    return "\n".join(f"{name}: {field_help(TeacherConfig, name)}" for name in TeacherConfig.__struct_fields__)

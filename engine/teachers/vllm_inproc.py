@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import metrics
+from engine.errors import UserInputError
 from engine.records import FunctionSpec, Message
 from engine.teacher import Completion
 from engine.teachers.hf_local import completion, forced_function, render
@@ -32,7 +33,10 @@ class VLLMInprocTeacher:
     """``Teacher`` on ``vllm.v1.engine.async_llm.AsyncLLM``; ``model`` as for ``VLLMServerTeacher``."""
 
     def __init__(self, model: str = "smollm2", *, max_model_len: int = 2048, dtype: str = "auto", device: str = "auto",
-                 kvcache_gib: float = 1.0, price_in: float = 0.0, price_out: float = 0.0):
+                 kvcache_gib: float = 1.0, price_in: float = 0.0, price_out: float = 0.0, **unknown: Any):
+        if unknown:  # a teacher spec's options (`vllm-inproc:MODEL`) are the user's to fix
+            raise UserInputError(f"vllm-inproc teacher option(s) {', '.join(sorted(unknown))} unknown; "
+                                 "use: device, dtype, kvcache_gib, max_model_len, price_in, price_out")
         self.name = f"vllm-inproc:{model or 'smollm2'}"
         self._model, self.max_model_len, self.kvcache_gib = model, max_model_len, kvcache_gib
         self.device = detect_device() if device == "auto" else device

@@ -75,8 +75,8 @@ def resolve_model(model: str) -> tuple[str, str, str | None]:
 
     ``smollm2`` (or empty) is the embedded default, converted on first use."""
     if model in ("", DEFAULT_MODEL):
-        from engine.models import TOOLS_TEMPLATE, smollm2_checkpoint
         from engine.chat_templates import template_path
+        from engine.models import TOOLS_TEMPLATE, smollm2_checkpoint
 
         return str(smollm2_checkpoint()), DEFAULT_MODEL, str(template_path(TOOLS_TEMPLATE))
     path = Path(model).expanduser()

@@ -16,21 +16,21 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 class ViewConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     run: Annotated[str, doc("run folder to look at (the --out of `magnet generate`)")] = ""
-    host: Annotated[str, doc((
+    host: Annotated[str, doc(
         "address to listen on; the default serves this machine only. Anything else shows the run "
-        "(model text, configs) to the network: pass it knowingly"))] = "127.0.0.1"
+        "(model text, configs) to the network: pass it knowingly")] = "127.0.0.1"
     port: Annotated[int, doc("TCP port (0 = any free port; the address is printed)")] = 8470
-    reports: Annotated[list[str], doc((
+    reports: Annotated[list[str], doc(
         "more folders (or files) with reports to show: `magnet eval bfcl` / `eval paths` --out folders "
         "(report.json), training --out folders (metrics.jsonl), `magnet improve` folders (rounds.json). The "
-        "run folder itself is always searched"))] = []
+        "run folder itself is always searched")] = []
     page_size: Annotated[int, doc("records per page of a list")] = 50
-    wait_s: Annotated[float, doc((
+    wait_s: Annotated[float, doc(
         "seconds a page may wait for the index of a large run to reach its records (after that it shows what "
-        "was found and says the index is still being built)"))] = 10.0
-    search_budget_s: Annotated[float, doc((
+        "was found and says the index is still being built)")] = 10.0
+    search_budget_s: Annotated[float, doc(
         "seconds one page of a text search may scan records; a search that runs out offers to continue "
-        "from where it stopped"))] = 1.5
+        "from where it stopped")] = 1.5
     graph_depth: Annotated[int, doc("neighbourhood of a signature path's functions drawn from graph.json.gz: edges away")] = 1
     graph_max_nodes: Annotated[int, doc("at most this many functions in a neighbourhood picture")] = 40
 

@@ -23,10 +23,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
 
+from engine.loopback import serving
 from engine.reasons import reason_key
 from engine.records import RECORD_KINDS
 from engine.view import conversation, pages
@@ -239,20 +241,11 @@ def make_app(config: ViewConfig) -> web.Application:
 async def serve(config: ViewConfig, ready: Callable[[str], None] | None = None) -> None:
     """Serve until cancelled; ``ready`` gets the address once the socket listens."""
     app = make_app(config)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
-    app["port"] = port
-    host = f"[{config.host}]" if ":" in config.host else config.host
-    address = f"http://{host}:{port}/"
-    if ready:
-        ready(address)
-    try:
+    async with serving(app, host=config.host, port=config.port) as root:
+        app["port"] = urlsplit(root).port  # the real port when 0 was asked for
+        if ready:
+            ready(root + "/")
         await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
 
 
 def main(argv: list[str]) -> int:

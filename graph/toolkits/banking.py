@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Any, Literal, TypedDict
 
-from graph.toolkit import Toolkit, ToolError, require
+from graph.toolkit import ToolError, Toolkit, require
 
 Currency = Literal["USD", "EUR", "GBP", "JPY", "CAD", "CNY"]
 _USD_PER = {"USD": 1.0, "EUR": 1.08, "GBP": 1.27, "JPY": 0.0067, "CAD": 0.73, "CNY": 0.14}

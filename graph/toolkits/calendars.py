@@ -12,7 +12,7 @@ import datetime as dt
 import random
 from typing import Any, Literal, TypedDict
 
-from graph.toolkit import Toolkit, ToolError, require
+from graph.toolkit import ToolError, Toolkit, require
 
 _TITLES = ["Team sync", "Dentist", "Project review", "Lunch with Sam", "Gym", "1:1 with manager", "Budget planning"]
 

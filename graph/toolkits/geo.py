@@ -13,7 +13,7 @@ import math
 import random
 from typing import Any, Literal, TypedDict
 
-from graph.toolkit import Toolkit, ToolError, require
+from graph.toolkit import ToolError, Toolkit, require
 
 _CITIES = {
     "San Francisco": (37.7749, -122.4194, "America/Los_Angeles"), "San Mateo": (37.563, -122.3255, "America/Los_Angeles"),

@@ -12,7 +12,7 @@ import random
 import statistics
 from typing import Any, Literal, TypedDict
 
-from graph.toolkit import Toolkit, ToolError, require
+from graph.toolkit import ToolError, Toolkit, require
 
 LengthUnit = Literal["mm", "cm", "m", "km", "in", "ft", "yd", "mi"]
 WeightUnit = Literal["mg", "g", "kg", "oz", "lb"]

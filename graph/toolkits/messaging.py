@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Any, TypedDict
 
-from graph.toolkit import Toolkit, ToolError, require
+from graph.toolkit import ToolError, Toolkit, require
 
 _PEOPLE = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 _TOPICS = ["lunch tomorrow?", "the budget report is ready", "flight moved to 9am", "call me back",

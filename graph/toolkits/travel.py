@@ -12,7 +12,7 @@ import datetime as dt
 import random
 from typing import Any, Literal, TypedDict
 
-from graph.toolkit import Toolkit, ToolError, require
+from graph.toolkit import ToolError, Toolkit, require
 
 TravelClass = Literal["economy", "business", "first"]
 _CLASS_FACTOR = {"economy": 1.0, "business": 2.6, "first": 4.1}

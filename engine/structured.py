@@ -1,21 +1,24 @@
-"""Ask a teacher for one JSON object: response_format json_schema when enabled, parsing either way.
+"""Ask a teacher for one JSON answer: response_format json_schema when enabled, parsing either way.
 
 Structured outputs (vLLM and OpenAI honour ``json_schema``) keep a small model's format valid;
 teachers without them still usually answer JSON when asked, so the reply is always parsed the
-same tolerant way: the first JSON object in the text that has the required keys.
+same tolerant way: by default the first JSON object in the text that has the required keys.
+The graph judges and every distill step that wants JSON (translation, the negatives' judge)
+ask through here; re-asking a bad answer is ``engine.retry.with_reasks``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-
-from distill.parsers import quote
+from engine import wire
 from engine.errors import BadAnswer
-from distill.spend import Spend
 from engine.records import Message
-from engine.teacher import Teacher
+from engine.teacher import Teacher, Usage
+
+_QUOTE = 400  # characters of a bad answer quoted in its error
 
 
 def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -44,14 +47,18 @@ async def ask_json(
     schema: dict[str, Any],
     *,
     name: str,
-    spend: Spend,
     structured: bool,
     temperature: float,
     max_tokens: int,
     seed: int | None,
     history: list[Message] | None = None,
-) -> tuple[dict[str, Any], str]:
-    """(object, raw text). ``history`` lets a retry show the model its previous answer and the problem."""
+    on_usage: Callable[[Usage | None], None] | None = None,
+    parse: Callable[[str], Any] | None = None,
+) -> tuple[Any, str]:
+    """(answer, raw text). ``history`` lets a re-ask show the model its previous answer and the
+    problem; ``on_usage`` gets each call's usage (None when a backend could not report it), a
+    rejected answer's included; ``parse(text)`` replaces the default reading (the first object
+    with the schema's required keys) and raises BadAnswer for an answer it cannot read."""
     messages = [Message(role="user", content=prompt), *(history or [])]
     try:
         completion = await teacher.chat(
@@ -62,12 +69,16 @@ async def ask_json(
             seed=seed,
         )
     except BadAnswer as err:  # a rejected answer still cost tokens
-        spend.add(err.usage)
+        if on_usage is not None:
+            on_usage(err.usage)
         raise
-    spend.add(completion.usage)
+    if on_usage is not None:
+        on_usage(completion.usage)
     text = completion.message.content or ""
+    if parse is not None:
+        return parse(text), text
     obj = first_object(text, list(schema.get("required", [])))
     if obj is None:
         why = "truncated" if completion.finish_reason == "length" else "no JSON object with " + ", ".join(schema.get("required", []))
-        raise BadAnswer(f"{name}: {why}: {quote(text)!r}", text=text)
+        raise BadAnswer(f"{name}: {why}: {wire.quote(' '.join(text.split()), _QUOTE)}", text=text)
     return obj, text
