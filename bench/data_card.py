@@ -87,8 +87,10 @@ def markdown(info: dict[str, Any], card: dict[str, Any], verdict: dict[str, Any]
                       f"max {t['max']}; {over}."]
     lines += ["", "| target | measured | met |", "|---|---|---|",
               f"| stored mixture within 3 points per stratum | worst {verdict['mixture_worst_points']} points | {verdict['mixture_ok']} |",
-              f"| every multi-turn variant within 5 points of its share of multi-turn | worst {verdict['multi_turn_flag_worst_points']} points | {verdict['flags_ok']} |",
-              f"| multi-turn >= 4 turns, >= 8 calls | {verdict['multi_turn_turns']} turns, {verdict['multi_turn_calls']} calls | {verdict['multi_turn_ok']} |",
+              f"| every multi-turn variant within 5 points of its share of multi-turn | worst {verdict['multi_turn_flag_worst_points']} points | "
+              f"{verdict['flags_ok']} |",
+              f"| multi-turn >= 4 turns, >= 8 calls | {verdict['multi_turn_turns']} turns, {verdict['multi_turn_calls']} calls | "
+              f"{verdict['multi_turn_ok']} |",
               f"| every parallel positive has >= 2 distinct calls in one message | {verdict['parallel_together']} | {verdict['parallel_ok']} |",
               f"| 0 hint leakage | {verdict['hint_leaks']} | {verdict['hint_ok']} |",
               f"| <= 2% over 2,048 tokens | {verdict['over_2048_pct']}% | {verdict['length_ok']} |"]

@@ -87,7 +87,8 @@ def markdown(result: dict[str, Any]) -> str:
              "| progress | " + " | ".join(a["rss_mb_at"]) + " |", "|---|" + "---:|" * len(a["rss_mb_at"]),
              "| RSS MB | " + " | ".join(str(v) for v in a["rss_mb_at"].values()) + " |", "",
              f"Peak RSS {a['peak_rss_mb']} MB (ru_maxrss {result['ru_maxrss_mb']} MB); after the first tenth RSS grows "
-             f"{a['growth_mb_per_1k_items_after_10pct']} MB per 1,000 items (about {a['growth_mb_per_1k_items_after_10pct'] * 2**20 / 1000:.0f} bytes per item), the size of the "
+             f"{a['growth_mb_per_1k_items_after_10pct']} MB per 1,000 items (about {a['growth_mb_per_1k_items_after_10pct'] * 2**20 / 1000:.0f} "
+             f"bytes per item), the size of the "
              "store's in-memory id index: two ids per item (the record's and the done marker's), kept so no id is ever "
              "stored twice. In-flight work is bounded by max_in_flight and does not grow.", "",
              f"Target: < 1 GB at 1M jobs: **{'met' if result['met'] else 'NOT met'}**.", ""]

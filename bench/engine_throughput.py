@@ -259,7 +259,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"# Engine throughput ({result['date']}{', quick' if result['quick'] else ''})", "",
              f"Machine: `{m['uname']}`; {describe(m)}, at end {result['loadavg_end']}; {m['pinning']} "
              "(the machine is shared with other jobs: CPU time per request is the stable measure, wall time includes waiting for a core).", "",
-             f"## 1. Zero latency: {z['n']} requests, concurrency {z['concurrency']} (plain and engine: best of {z['reps']} interleaved runs; openai SDK: one run)", "",
+             f"## 1. Zero latency: {z['n']} requests, concurrency {z['concurrency']} (plain and engine: best of {z['reps']} interleaved runs; openai "
+             f"SDK: one run)", "",
              "| client | CPU us/request | vs plain aiohttp | requests/s | failed |", "|---|---:|---:|---:|---:|"]
     for kind, s in z["clients"].items():
         lines.append(f"| {kind} | {s['cpu_us_per_request']} | {s['cpu_vs_plain']} | {s['requests_per_s']} | {s['failed']} |")
@@ -271,7 +272,8 @@ def markdown(result: dict[str, Any]) -> str:
     for kind, r in lat["clients"].items():
         failed = f"{r['failed']} {r['errors']}" if r["failed"] else "0"
         lines.append(f"| {kind} | {r['wall_s']} | {r['wall_vs_ideal']} | {r['wall_vs_plain']} | {r['cpu_us_per_request']} | {failed} |")
-    lines += ["", f"Target: engine wall within 1.15x of ideal: **{'met' if lat['met'] else 'NOT met'}** ({lat['clients']['engine']['wall_vs_ideal']}x).", "",
+    lines += ["", f"Target: engine wall within 1.15x of ideal: **{'met' if lat['met'] else 'NOT met'}** "
+                  f"({lat['clients']['engine']['wall_vs_ideal']}x).", "",
               f"## 3. Server-enforced limit: {rl['limit_rpm']} RPM, engine only, concurrency {rl['concurrency']}", "",
               f"The server admits {rl['requests_per_window']} requests per rolling {rl['window_s']:g} s window "
               f"(= {rl['limit_rpm']}/min), answers 429 with Retry-After above it and announces limit {rl['limit_rpm']} in "

@@ -428,4 +428,4 @@ if __name__ == "__main__":
         raise SystemExit(main())
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None

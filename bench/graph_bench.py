@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         result["build"] = bench_build(sizes, graph_file)
         result["paths"] = bench_paths(graph_file, total, every)
     result["loadavg_end"] = loadavg()
-    print(f"paths: {result['paths']['paths_per_s']} paths/s wall, {result['paths']['paths_per_cpu_s']} per CPU-s, RSS growth {result['paths']['rss_growth_mb_first_to_last']} MiB", flush=True)
+    print(f"paths: {result['paths']['paths_per_s']} paths/s wall, {result['paths']['paths_per_cpu_s']} per CPU-s, RSS growth "
+          f"{result['paths']['rss_growth_mb_first_to_last']} MiB", flush=True)
     write_results("graph_bench", result, _markdown(result), args.out)
     print(json.dumps({k: result[k] for k in ("date", "machine")}))
     return 0

@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         f"| first page of a text search (1 record in {NEEDLE_EVERY:,} matches; cold, {r['text_search_first_page_rows']} rows: "
         "the search stops at its 1.5 s budget and links to go on) | "
         f"{r['text_search_first_page_s']} |",
-        f"| the same search, index complete ({r['text_search_indexed_rows']} rows, a full page, in one pass over the shards) | {r['text_search_indexed_s']} |",
+        f"| the same search, index complete ({r['text_search_indexed_rows']} rows, a full page, in one pass over the shards) | "
+        f"{r['text_search_indexed_s']} |",
         f"| a record by id from the middle of the run | {r['record_by_id_s']} |",
         f"| last page (index complete) | {r['deep_page_s']} |",
         f"| a page deep in a rare filter (stratum + function) | {r['rare_filter_page_s']} |",

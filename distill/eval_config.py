@@ -31,7 +31,8 @@ class TestsetSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "toolkits to pool: builtin (every built-in domain), a built-in toolkit name, bfcl (BFCL's eight multi-turn "
         "API classes), a .py module of tool classes, or a .json file of OpenAI tool specs (execution simulated)")] = msgspec.field(
         default_factory=lambda: ["builtin"])
-    author: Annotated[str, doc("teacher spec that writes the episodes' queries and reference calls (sim, openai:MODEL@URL, vllm:MODEL, hf:DIR)")] = "sim"
+    author: Annotated[str, doc("teacher spec that writes the episodes' queries and reference calls "
+                               "(sim, openai:MODEL@URL, vllm:MODEL, hf:DIR)")] = "sim"
     kinds: Annotated[list[str], doc("strata to test: " + ", ".join(STRATA))] = msgspec.field(
         default_factory=lambda: list(STRATA))
     per_kind: Annotated[int, doc("episodes wanted per stratum")] = 10
@@ -67,7 +68,8 @@ class EvalPathsConfig(TestsetSpec, kw_only=True, forbid_unknown_fields=True):
 
     out: Annotated[str, doc("run folder of the evaluation: per-episode results, report.md, report.json; rerunning resumes it")] = ""
     testset: Annotated[str, doc("test set folder, authored once and reused across models; empty = OUT/testset")] = ""
-    model: Annotated[str, doc("model under test: a teacher spec (openai:MODEL@URL, vllm:MODEL_OR_DIR, hf:DIR, sim[:SCRIPT]) or replay (answers with the references)")] = ""
+    model: Annotated[str, doc("model under test: a teacher spec (openai:MODEL@URL, vllm:MODEL_OR_DIR, hf:DIR, sim[:SCRIPT]) or replay (answers with "
+                              "the references)")] = ""
     mode: Annotated[Literal["prompt", "fc"], doc(
         "prompt = BFCL's system prompt listing the functions, calls written as Python text (the paper's, as "
         "training uses it); fc = the tools block and native tool calls")] = "prompt"
@@ -76,7 +78,8 @@ class EvalPathsConfig(TestsetSpec, kw_only=True, forbid_unknown_fields=True):
     temperature: Annotated[float, doc("sampling temperature of the model under test")] = 0.0
     max_steps_per_turn: Annotated[int, doc("assistant messages allowed per user turn, the final text included")] = 6
     answer_retries: Annotated[int, doc("re-asks of an answer that cannot be parsed (0 = an unparsable answer fails the episode, as in BFCL)")] = 0
-    teacher_options: Annotated[dict[str, Any], doc("TeacherConfig fields or backend options for the model and the author (timeout_s, max_model_len, ...)")] = {}
+    teacher_options: Annotated[dict[str, Any], doc("TeacherConfig fields or backend options for the model and the author (timeout_s, max_model_len, "
+                                                   "...)")] = {}
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -16,7 +16,8 @@ DEFAULT_FAILURE_PHRASES = ("bad request", "does not match", "error", "failed", "
 class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     out: Annotated[str, doc("run folder; re-running with the same settings resumes it")] = ""
     toolkits: Annotated[list[str], doc("toolkit names to draw functions from; empty = every built-in toolkit")] = []
-    teacher: Annotated[str, doc("teacher spec (sim, openai:MODEL@URL, vllm:MODEL, hf:DIR, TOML); empty = embedded SmolLM2 (vLLM if installed, else transformers)")] = ""
+    teacher: Annotated[str, doc("teacher spec (sim, openai:MODEL@URL, vllm:MODEL, hf:DIR, TOML); empty = embedded SmolLM2 (vLLM if installed, else "
+                                "transformers)")] = ""
     student: Annotated[str, doc("student spec for mined negatives (typically the SFT model); empty = none")] = ""
     judge: Annotated[str, doc("judge spec for mined negatives; empty = the teacher")] = ""
     author: Annotated[str, doc("spec of the model that writes the episodes (back- and forth-translation); empty = the teacher")] = ""
@@ -25,7 +26,8 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "how rollouts are sent to the teacher and student: fc = the tools block and native tool calls (API "
         "teachers); prompt = BFCL's system prompt listing the functions, calls as text (a model trained in "
         "prompt mode acting as its own teacher). Records are stored the same either way")] = "fc"
-    negatives: Annotated[Literal["auto", "mined", "perturb", "none"], doc("negatives: mined from the student's mistakes, rule-based perturbations of the positive, or none; auto = mined with a student else perturb")] = "auto"
+    negatives: Annotated[Literal["auto", "mined", "perturb", "none"], doc("negatives: mined from the student's mistakes, rule-based perturbations of "
+                                                                          "the positive, or none; auto = mined with a student else perturb")] = "auto"
     paths: Annotated[int, doc(
         "positives to store, split over strata by the path mixture (path_options.mixture, multi_turn over "
         "multi_turn_mixture); more paths are drawn for strata that lose more (0 = use the per-kind counts)")] = 8
@@ -38,19 +40,23 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     path_options: Annotated[dict[str, Any], doc("extra fields of graph.paths_config.PathConfig (walk length, p_merge, ...)")] = {}
     seed: Annotated[int, doc("seed of path sampling, toolkit state, tool-order shuffling and teacher sampling")] = 0
     concurrency: Annotated[int, doc("paths worked on at once (each is a conversation of many dependent calls)")] = 16
-    structured_outputs: Annotated[bool, doc("send response_format json_schema for translation and judging (keeps small models' JSON valid); off = parse free text")] = True
+    structured_outputs: Annotated[bool, doc("send response_format json_schema for translation and judging (keeps small models' JSON valid); off = "
+                                            "parse free text")] = True
     temperature: Annotated[float, doc("sampling temperature of first attempts")] = 0.0
     retry_temperature: Annotated[float, doc("temperature of later attempts, so a retry can differ")] = 0.7
     max_tokens: Annotated[int, doc("completion token limit per teacher call (rollout steps, reference calls, judge)")] = 512
-    query_max_tokens: Annotated[int, doc("completion token limit for a written user query (a few sentences; keeps a rambling small model fast)")] = 160
-    translate_attempts: Annotated[int, doc("tries per translation step (bad JSON, invalid or failing reference calls) before dead-lettering the path")] = 3
+    query_max_tokens: Annotated[int, doc("completion token limit for a written user query "
+                                         "(a few sentences; keeps a rambling small model fast)")] = 160
+    translate_attempts: Annotated[int, doc("tries per translation step (bad JSON, invalid or failing reference calls) before dead-lettering the "
+                                           "path")] = 3
     rollout_attempts: Annotated[int, doc("hinted teacher rollouts tried per episode before dead-lettering it (each must pass verification)")] = 2
     answer_retries: Annotated[int, doc("re-asks of one rollout step whose answer cannot be parsed")] = 2
     max_steps_per_turn: Annotated[int, doc("assistant steps allowed per user turn (one call per step, plus the summary)")] = 6
     student_rollouts: Annotated[int, doc("unhinted student rollouts per episode for mining mistakes (the paper uses 10)")] = 3
-    negatives_per_episode: Annotated[int, doc("rejected trajectories (and pairs) wanted per episode: distinct rules (perturb) or distinct mined mistakes (mined)")] = 1
-    failure_phrases: Annotated[list[str], doc("a turn whose final text contains one of these (case-insensitive, whole words) is not a positive")] = msgspec.field(
-        default_factory=lambda: list(DEFAULT_FAILURE_PHRASES))
+    negatives_per_episode: Annotated[int, doc("rejected trajectories (and pairs) wanted per episode: distinct rules (perturb) or distinct mined "
+                                              "mistakes (mined)")] = 1
+    failure_phrases: Annotated[list[str], doc("a turn whose final text contains one of these (case-insensitive, whole words) "
+                                              "is not a positive")] = msgspec.field(default_factory=lambda: list(DEFAULT_FAILURE_PHRASES))
     card_tokenizer: Annotated[str, doc(
         "tokenizer whose token counts the data card reports (prompt-mode rendering): smollm2 = the embedded "
         "model, a local Hugging Face folder, or empty for none")] = "smollm2"

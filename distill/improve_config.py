@@ -60,7 +60,8 @@ class ImproveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     mdpo: Annotated[bool, doc("train mDPO on the round's preference pairs after SFT (skipped when a round has none)")] = True
     sft_options: Annotated[dict[str, Any], doc("SFT config fields ([sft_options] table; train/sft_config.py), over mode = prompt")] = {}
     mdpo_options: Annotated[dict[str, Any], doc("mDPO config fields ([mdpo_options] table; train/mdpo_config.py), over mode = prompt")] = {}
-    bfcl_categories: Annotated[list[str], doc("BFCL categories also scored at probe and evaluation (reported, not used to choose); empty = none")] = []
+    bfcl_categories: Annotated[list[str], doc("BFCL categories also scored at probe and evaluation "
+                                              "(reported, not used to choose); empty = none")] = []
     bfcl_limit: Annotated[int, doc("BFCL entries per category when bfcl_categories is set")] = 5
 
     def __post_init__(self) -> None:

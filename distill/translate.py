@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from typing import Any
 
 from distill.generate_config import GenerateConfig
@@ -118,7 +119,8 @@ def bind_outputs(call: ToolCall, earlier: list[Any], stated: str = "") -> ToolCa
     said = Context([stated])
     args = dict(call.arguments)
     for name, value in call.arguments.items():
-        if value is None or isinstance(value, (list, dict)) or name in GENERIC or name not in values or value in values[name] or (value != "" and said.holds(value)):
+        if (value is None or isinstance(value, (list, dict)) or name in GENERIC or name not in values or value in values[name]
+                or (value != "" and said.holds(value))):
             continue
         args[name] = values[name][0]
     return ToolCall(name=call.name, arguments=args)
@@ -158,7 +160,7 @@ class Translator:
             stage = f"translate turn {index} ({turn.label})"
             if path.kind == "irrelevance":
                 specs = [self.pool.spec(f) for f in turn.functions]
-                query = await self._retry(stage, lambda a, hist: self._back(episode, runtime, specs, spend, a, hist))
+                query = await self._retry(stage, partial(self._back, episode, runtime, specs, spend))
                 episode.turns.append(EpisodeTurn(query=query, label="miss_func", missing=list(turn.missing or turn.functions)))
                 index += 1
                 continue
@@ -171,9 +173,8 @@ class Translator:
                 index += 1
                 turn = turns[index]
             specs = [self.pool.spec(f) for f in turn.functions]
-            query = await self._retry(stage, lambda a, hist: self._back(episode, runtime, specs, spend, a, hist))
-            calls, outputs, trial = await self._retry(
-                stage, lambda a, hist: self._forth(episode, query, specs, spend, a, hist))
+            query = await self._retry(stage, partial(self._back, episode, runtime, specs, spend))
+            calls, outputs, trial = await self._retry(stage, partial(self._forth, episode, query, specs, spend))
             if split is None:
                 episode.turns.append(EpisodeTurn(query=query, calls=calls, outputs=outputs))
             elif split.label == "miss_func":
@@ -185,10 +186,10 @@ class Translator:
             else:
                 param, value = self._missing_value(split.missing, calls, query)
                 shown = clip(value, 200)
-                miss_query = await self._retry(stage, lambda a, hist: self._without(query, param, shown, spend, a, hist))
-                follow = await self._retry(stage, lambda a, hist: self._follow_up(
-                    miss_query, f"you left out the {param}; the assistant asked you for it.",
-                    f"gives it: {shown}.", shown, spend, a, hist))
+                miss_query = await self._retry(stage, partial(self._without, query, param, shown, spend))
+                follow = await self._retry(stage, partial(
+                    self._follow_up, miss_query, f"you left out the {param}; the assistant asked you for it.",
+                    f"gives it: {shown}.", shown, spend))
                 episode.turns.append(EpisodeTurn(query=miss_query, label="miss_param", missing=[param]))
                 episode.turns.append(EpisodeTurn(query=follow, calls=calls, outputs=outputs))
             runtime = trial
@@ -198,7 +199,8 @@ class Translator:
     # -- steps -----------------------------------------------------------------------------
 
     async def _retry(self, stage: str, step: Any) -> Any:
-        """Run ``step(attempt, history)`` under ``engine.retry.with_reasks``: a BadAnswer is re-asked
+        """Run ``step(attempt, history)`` (bound with ``partial`` where it is made, so a loop's later
+        values never leak in) under ``engine.retry.with_reasks``: a BadAnswer is re-asked
         at once, at the retry temperature, with the answer and its problem shown to the model."""
         try:
             return await with_reasks(lambda attempt, last: step(attempt, _correction(last)), attempts=self.cfg.translate_attempts)

@@ -177,7 +177,7 @@ class ConfigCLI:
         out: dict[str, Any] = {}
         for name in (f.name for f in self.fields if hasattr(args, f.name)):
             value, origin = getattr(args, name), typing.get_origin(self.types[name])
-            if origin is list and name not in self.positional:
+            if origin is list:
                 value = [x for part in value for x in part]  # each argument is a comma-split list
             elif origin is dict:
                 value = _key_values(value, self.flag[name])

@@ -38,7 +38,8 @@ from engine.loopback import new_loop, serve_in_thread, serving
 from engine.teachers.sim import SimTeacher
 
 OUTCOMES = ("ok", "429", "5xx", "timeout", "html", "badjson", "nofields", "length", "cut", "filter", "badargs", "401")
-_HTML_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+_HTML_PAGE = (b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center>"
+              b"<hr><center>nginx</center></body></html>")
 
 
 class Faults(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -183,7 +184,8 @@ async def _inject_faults(request: web.Request, handler: Any) -> web.StreamRespon
     elif kind == "filter":
         choice["finish_reason"], choice["message"]["content"] = "content_filter", ""
     elif kind == "badargs":
-        choice["message"]["tool_calls"] = [{"id": "call_bad", "type": "function", "function": {"name": "broken", "arguments": '{"city": "Paris", "days": 3'}}]
+        choice["message"]["tool_calls"] = [{"id": "call_bad", "type": "function",
+                                            "function": {"name": "broken", "arguments": '{"city": "Paris", "days": 3'}}]
         choice["finish_reason"] = "tool_calls"
     raw = orjson.dumps(body)
     if kind == "badjson":

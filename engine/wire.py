@@ -189,7 +189,8 @@ def _completion(body: Any, raw: bytes, usage: Usage | None) -> Completion:
         choice = body["choices"][0]
         msg_raw = choice["message"]
     except (KeyError, IndexError, TypeError):
-        raise BadAnswer(f"reply has no choices[0].message: {quote(raw or orjson.dumps(body))}", text=(raw or b"").decode("utf-8", "replace")[:2000]) from None
+        raise BadAnswer(f"reply has no choices[0].message: {quote(raw or orjson.dumps(body))}",
+                        text=(raw or b"").decode("utf-8", "replace")[:2000]) from None
     message = message_from_wire(msg_raw)
     finish = choice.get("finish_reason") or "stop"
     if finish == "length":

@@ -125,7 +125,8 @@ def graph_main(argv: list[str]) -> int:
     b = sub.add_parser("build", help="build the dependency graph of a function pool")
     b.add_argument("--toolkits", nargs="+", default=["builtin"], help=_TOOLKITS_HELP)
     b.add_argument("--bfcl-rename", action="store_true", help="rename BFCL functions so the benchmark's names are not exposed")
-    b.add_argument("--teacher", help="refine the matcher's graph with the LLM dependency judge of this teacher (sim, openai:MODEL@URL, vllm:DIR, hf:DIR, FILE.toml)")
+    b.add_argument("--teacher", help="refine the matcher's graph with the LLM dependency judge of this teacher (sim, openai:MODEL@URL, vllm:DIR, "
+                                     "hf:DIR, FILE.toml)")
     b.add_argument("--out", required=True, type=Path, help="graph file to write (.json, or .json.gz)")
     MATCHER_CLI.add_arguments(b, "matcher (the offline edges)")
     JUDGE_CLI.add_arguments(b, "judge (with --teacher)")

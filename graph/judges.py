@@ -55,7 +55,8 @@ class JudgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     structured: Annotated[bool, Meta(description="send a JSON-schema response_format (for teachers that support structured output)")] = True
     temperature: Annotated[float, Meta(ge=0.0, le=2.0, description="sampling temperature of the first try; retries add 0.3 each")] = 0.0
     max_tokens: Annotated[int, Meta(ge=16, le=32768, description="completion budget per judge call")] = 512
-    prompts_dir: Annotated[str, Meta(description="folder with your own dependency.txt / nested.txt ($placeholders as in graph/prompts); empty: built-in prompts")] = ""
+    prompts_dir: Annotated[str, Meta(description="folder with your own dependency.txt / nested.txt ($placeholders as in graph/prompts); empty: "
+                                                 "built-in prompts")] = ""
     cache_dir: Annotated[str, Meta(description="answer cache folder; empty: $MAGNET_CACHE/graph_judge (default ~/.cache/magnet)")] = ""
     use_cache: Annotated[bool, Meta(description="read and write the answer cache")] = True
 

@@ -51,8 +51,8 @@ class PathConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         default_factory=lambda: [2, 4])
     multiple_choices: Annotated[_Range, Meta(description="[min, max] functions offered in a multiple path (one of them is called)")] = msgspec.field(
         default_factory=lambda: [2, 4])
-    parallel_multiple_calls: Annotated[_Range, Meta(description="[min, max] calls in a parallel_multiple path (at least two distinct functions)")] = msgspec.field(
-        default_factory=lambda: [2, 4])
+    parallel_multiple_calls: Annotated[_Range, Meta(description="[min, max] calls in a parallel_multiple path "
+                                                                "(at least two distinct functions)")] = msgspec.field(default_factory=lambda: [2, 4])
     irrelevance_distractors: Annotated[_Range, Meta(description="[min, max] unrelated functions offered in an irrelevance path")] = msgspec.field(
         default_factory=lambda: [1, 4])
     parallel_multiple_distractors: Annotated[_Range0, Meta(description=(

@@ -96,7 +96,8 @@ class _FixedAnswer:
 
     async def chat(self, messages: list[Message], tools: Any = None, **_: Any) -> Completion:
         calls = [self.call] if self.call else []
-        return Completion(message=Message(role="assistant", content=self.content, tool_calls=calls), usage=Usage(prompt_tokens=3, completion_tokens=2))
+        return Completion(message=Message(role="assistant", content=self.content, tool_calls=calls),
+                          usage=Usage(prompt_tokens=3, completion_tokens=2))
 
     async def aclose(self) -> None:
         return None

@@ -110,7 +110,8 @@ async def test_bfcl_multi_turn_checker_accepts_every_positive(tmp_path, monkeypa
     pool = bfcl_pool()
     class_of = {toolkit: cls for cls, (_m, _d, toolkit, _p) in BFCL_CLASSES.items()}
     graph = build_graph(pool.specs())
-    config = PathConfig(mixture={"multi_turn": 48}, p_split=0.3)
+    # short walks: this checks BFCL's verdicts on what is stored, not how deep paths go
+    config = PathConfig(mixture={"multi_turn": 96}, p_split=0.3, walk_steps=3, min_walk_functions=2)
     distiller = Distiller(pool, SimTeacher(), GenerateConfig(negatives="perturb"))
     checked = rejected = 0
     for path in sample_paths(graph, pool.specs(), config, seed=3):
@@ -123,7 +124,7 @@ async def test_bfcl_multi_turn_checker_accepts_every_positive(tmp_path, monkeypa
         entry = {"id": f"multi_turn_base_{checked}", "initial_config": {class_of[k]: v for k, v in episode.initial_state.items()},
                  "involved_classes": [class_of[k] for k in episode.toolkits]}
 
-        def bfcl_accepts(trajectory):
+        def bfcl_accepts(trajectory, ground_truth=ground_truth, entry=entry):  # this iteration's
             decoded = []
             for m in trajectory.messages:
                 if m.role == "user":

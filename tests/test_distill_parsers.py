@@ -114,7 +114,8 @@ def test_call_shaped_garbage_never_raises_anything_but_badanswer(shape, text):
         pass
 
 
-_names = st.from_regex(r"[a-z_][a-z0-9_]{0,15}", fullmatch=True).filter(lambda s: not keyword.iskeyword(s) and s not in ("true", "false", "null", "none"))
+_names = st.from_regex(r"[a-z_][a-z0-9_]{0,15}", fullmatch=True).filter(
+    lambda s: not keyword.iskeyword(s) and s not in ("true", "false", "null", "none"))
 _scalars = st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
 _values = st.recursive(_scalars, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3), max_leaves=8)
 _calls = st.lists(st.builds(lambda n, a: ToolCall(name=n, arguments=a), _names, st.dictionaries(_names, _values, max_size=4)),
@@ -236,7 +237,8 @@ def test_calls_in_backticks_in_prose_and_bullets(calls, line):
 
 
 @settings(max_examples=100, deadline=None)
-@given(_calls, st.sampled_from(["bfcl", "json", "hermes"]), st.sampled_from(["print(result)", "x = 1", "import os", "for c in cities:", "result = f(a=1)"]),
+@given(_calls, st.sampled_from(["bfcl", "json", "hermes"]),
+       st.sampled_from(["print(result)", "x = 1", "import os", "for c in cities:", "result = f(a=1)"]),
        st.sampled_from(["\n{}", "\n```python\n{}\n```", "\n\n{}\n"]))
 def test_code_after_a_call_is_a_bad_answer(calls, syntax, code, where):
     call_text = {"bfcl": format_bfcl(calls), "json": _as_json(calls, ("name", "arguments")), "hermes": format_hermes(calls)}[syntax]

@@ -342,7 +342,8 @@ def test_bad_input_is_one_clear_line(run_dir, tmp_path, capsys):
         (["export", str(tmp_path / "nope"), "--format", "openai", "--out", str(tmp_path / "o.jsonl")], "is not a magnet run directory"),
         (["export", str(run_dir), "--format", "bfcl", "--out", str(tmp_path / "b"), "--kind", "pairs"], "BFCL has no preference pairs"),
         (["export", str(run_dir), "--format", "openai", "--out", str(tmp_path)], "is a folder"),
-        (["export", str(run_dir), "--format", "openai", "--out", str(tmp_path / "p.jsonl"), "--kind", "pairs", "--polarity", "positive"], "drop --polarity"),
+        (["export", str(run_dir), "--format", "openai", "--out", str(tmp_path / "p.jsonl"), "--kind", "pairs", "--polarity", "positive"],
+         "drop --polarity"),
         (["export", str(run_dir), "--format", "sharegpt", "--out", str(tmp_path / "s.json"), "--save-to-disk"], "only applies to --format hf"),
         (["export", str(run_dir), "--format", "bfcl", "--out", str(tmp_path / "b"), "--mode", "fc"], "--mode does not apply to --format bfcl"),
     ]

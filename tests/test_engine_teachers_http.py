@@ -197,7 +197,8 @@ def test_remote_teacher_without_key_is_a_user_error(monkeypatch):
 
 
 @pytest.mark.parametrize(("spec", "pattern"), [
-    ("opnai:gpt", r"teacher spec 'opnai:gpt' has unknown backend 'opnai'; use one of sim, .*openai:MODEL@URL, vllm:MODEL_OR_DIR, hf:DIR or a \.toml file"),
+    ("opnai:gpt", r"teacher spec 'opnai:gpt' has unknown backend 'opnai'; use one of sim, .*openai:MODEL@URL, vllm:MODEL_OR_DIR, hf:DIR or a \.toml "
+                  r"file"),
     ("", r"teacher spec '' is empty"),
     ("openai:", r"names no model; write openai:MODEL"),
     ("openai:gpt@localhost:8000/v1", r"base URL 'localhost:8000/v1' without http"),
@@ -228,7 +229,8 @@ def test_toml_config_is_typed_and_checked(tmp_path, monkeypatch):
     assert teacher.limiter.requests.rate == pytest.approx(500 * 0.99 / 60) and teacher.price_out == 0.6
     assert make_teacher(str(good), max_concurrency=4).limiter.max_concurrency == 4  # overrides win
     cases = {
-        "typo.toml": ('[teacher]\nspec = "sim"\nrpmm = 5\n', r"teacher config '.*typo\.toml' is invalid: Object contains unknown field `rpmm`.*valid keys are spec, rpm"),
+        "typo.toml": ('[teacher]\nspec = "sim"\nrpmm = 5\n', r"teacher config '.*typo\.toml' is invalid: Object contains unknown field `rpmm`.*valid "
+                                                             r"keys are spec, rpm"),
         "type.toml": ('[teacher]\nspec = "sim"\nrpm = "fast"\n', r"Expected `float \| null`, got `str` - at `\$.rpm`"),
         "neg.toml": ('[teacher]\nspec = "sim"\nmax_concurrency = 0\n', r"Expected `int` >= 1 - at `\$.max_concurrency`"),
         "broken.toml": ('[teacher\nspec = "sim"\n', r"is not valid TOML"),

@@ -37,7 +37,7 @@ def single_turn_pairs(n: int) -> list[PreferencePair]:
         bad = (Message(role="assistant", tool_calls=[ToolCall(name="get_weather", arguments={"city": other})]) if i % 2
                else Message(role="assistant", content=f"I cannot check {city}, sorry."))
         ep = f"ep{i}"
-        mk = lambda m, pol: Trajectory(id=f"t{i}{pol}", episode_id=ep, polarity=pol, tools=TOOLS,  # noqa: E731
-                                       messages=ask + [m], teacher="test")
-        out.append(PreferencePair(id=f"p{i}", episode_id=ep, chosen=mk(good, "positive"), rejected=mk(bad, "negative")))
+        chosen, rejected = (Trajectory(id=f"t{i}{pol}", episode_id=ep, polarity=pol, tools=TOOLS, messages=ask + [m], teacher="test")
+                            for m, pol in ((good, "positive"), (bad, "negative")))
+        out.append(PreferencePair(id=f"p{i}", episode_id=ep, chosen=chosen, rejected=rejected))
     return out

@@ -29,10 +29,16 @@ class TrainConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     adam_eps: Annotated[float, doc("AdamW epsilon")] = 1e-8
     max_grad_norm: Annotated[float, doc("clip the global gradient norm to this (0 = no clipping)", ge=0)] = 1.0
     batch_size: Annotated[int, doc("examples per optimizer step across all processes (sequences for SFT, pairs for mDPO)", ge=1)] = 64
-    micro_batch_size: Annotated[int, doc("examples per forward pass per process; batch_size / (micro_batch_size * processes) gives the gradient accumulation", ge=1)] = 4
-    max_length: Annotated[int, doc("longest conversation in tokens; longer ones lose whole trailing turns or are skipped (see truncation)", ge=16)] = 2048
-    truncation: Annotated[Literal["drop_turns", "skip"], doc("too-long conversations: drop whole trailing turns (never cut inside an assistant turn) or skip them; mDPO pairs are always skipped")] = "drop_turns"
-    packing: Annotated[Literal["auto", "on", "off"], doc("on = pack a micro-batch's sequences into one row without padding (position ids restart per sequence); off = right-padded rows bucketed by length; auto = on only with a variable-length attention kernel (flash_attention_*), since sdpa/eager then attend over the whole packed row")] = "auto"
+    micro_batch_size: Annotated[int, doc("examples per forward pass per process; batch_size / (micro_batch_size * processes) gives the gradient "
+                                         "accumulation", ge=1)] = 4
+    max_length: Annotated[int, doc("longest conversation in tokens; longer ones lose whole trailing turns or are skipped (see truncation)",
+                                   ge=16)] = 2048
+    truncation: Annotated[Literal["drop_turns", "skip"], doc("too-long conversations: drop whole trailing turns (never cut inside an assistant turn) "
+                                                             "or skip them; mDPO pairs are always skipped")] = "drop_turns"
+    packing: Annotated[Literal["auto", "on", "off"], doc("on = pack a micro-batch's sequences into one row without padding (position ids restart per "
+                                                         "sequence); off = right-padded rows bucketed by length; auto = on only with a "
+                                                         "variable-length attention kernel (flash_attention_*), since sdpa/eager then attend "
+                                                         "over the whole packed row")] = "auto"
     attn_implementation: Annotated[str, doc("transformers attention kernel: sdpa, eager, flash_attention_2, ...")] = "sdpa"
     gradient_checkpointing: Annotated[bool, doc("recompute activations in the backward pass to save memory")] = False
     bf16: Annotated[bool, doc("bfloat16 autocast on GPU (ignored on CPU, which trains in float32)")] = True

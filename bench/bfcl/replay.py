@@ -129,8 +129,8 @@ class ReplayTeacher:
         self.ground_truth = dataset.ground_truth
         self.openings: dict[str, list[str]] = {}
         self.lengths: set[int] = set()
-        self.turn_texts: dict[str, list[str | None]] = {}
-        self.tool_sets: dict[str, set[frozenset[bytes]]] = {}  # FC: every tool list the entry is offered  # multi-turn: the user text opening turns 1..n
+        self.turn_texts: dict[str, list[str | None]] = {}  # multi-turn: the user text opening turns 1..n
+        self.tool_sets: dict[str, set[frozenset[bytes]]] = {}  # FC: every tool list the entry is offered
         for entry in dataset.entries:
             if categories is not None and category_of(entry["id"]) not in categories:
                 continue

@@ -152,7 +152,8 @@ def to_markdown(report: dict[str, Any], *, failures: int = 25) -> str:
         "",
         f"Benchmark: {report['benchmark']}. Entries scored: {report['entries_scored']} of {report['entries_in_dataset']} loaded."
         + (_partial_note(report["coverage"]) if report["coverage"]["partial"] else ""),
-        f"Wall time {report['wall_s']} s (summed over {report['run'].get('invocations', 1)} invocation(s) of the command); tokens prompt {report['tokens']['prompt']}, completion {report['tokens']['completion']} "
+        f"Wall time {report['wall_s']} s (summed over {report['run'].get('invocations', 1)} invocation(s) of the command); tokens prompt "
+        f"{report['tokens']['prompt']}, completion {report['tokens']['completion']} "
         f"({report['tokens']['total_per_s']} tokens/s overall).",
         "",
         "| " + " | ".join(COLUMNS) + " |",

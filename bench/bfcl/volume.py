@@ -67,7 +67,8 @@ def to_markdown(result: dict[str, Any]) -> str:
              "| category | entries | user turns | mean first prompt | first-request prompt tokens | too long |",
              "|---|---:|---:|---:|---:|---:|"]
     for name, row in cats.items():
-        lines.append(f"| {name} | {row['entries']} | {row['user_turns']} | {row['mean_prompt_tokens']} | {row['prompt_tokens']:,} | {row['too_long']} |")
+        lines.append(f"| {name} | {row['entries']} | {row['user_turns']} | {row['mean_prompt_tokens']} | {row['prompt_tokens']:,} | "
+                     f"{row['too_long']} |")
     single = sum(r["prompt_tokens"] for r in cats.values() if not r["multi_turn"])
     multi = sum(r["prompt_tokens"] for r in cats.values() if r["multi_turn"])
     lines += ["", f"Single-turn: {single:,} prompt tokens (one request per entry). Multi-turn: {multi:,} in first requests alone; "

@@ -65,5 +65,6 @@ def _sim_target(spec: str, target: str) -> tuple[int, str | None]:
     except ValueError:
         pass
     if not Path(target).is_file():
-        raise UserInputError(f"teacher spec {spec!r}: {target!r} is neither a seed nor an existing script file; write sim:42 or sim:path/to/script.json")
+        raise UserInputError(f"teacher spec {spec!r}: {target!r} is neither a seed nor an existing script file; write sim:42 or "
+                             f"sim:path/to/script.json")
     return 0, target

@@ -149,7 +149,8 @@ class OpenAIHTTPTeacher:
             self.limiter.on_rate_limited(retry_after)
             raise RateLimited(f"{self.url} answered 429 (rate limited, retry after {retry_after}s): {message}", retry_after=retry_after, status=429)
         if status >= 500 or status in (408, 409):
-            raise RetryableError(f"{self.url} answered {status}: {message}", retry_after=retry_after_seconds(headers) if "retry-after" in headers else None, status=status)
+            raise RetryableError(f"{self.url} answered {status}: {message}", status=status,
+                                 retry_after=retry_after_seconds(headers) if "retry-after" in headers else None)
         hint = _FATAL_HINT.get(status, "the server refused the request").replace("${env}", self._api_key_env)
         raise FatalTeacherError(f"{self.url} answered {status} for model {self.model!r}: {message} -- {hint}", status=status)
 

@@ -152,9 +152,11 @@ def load_script(path: str | Path) -> list[ScriptRule]:
     try:
         return msgspec.json.decode(path.read_bytes(), type=list[ScriptRule])
     except FileNotFoundError:
-        raise UserInputError(f"sim script {str(path)!r} does not exist; pass a JSON file of [{{\"match\": ..., \"content\": ...}}] rules or a seed (sim:42)") from None
+        raise UserInputError(f"sim script {str(path)!r} does not exist; pass a JSON file of [{{\"match\": ..., \"content\": ...}}] rules or a seed "
+                             f"(sim:42)") from None
     except msgspec.ValidationError as err:
-        raise UserInputError(f"sim script {str(path)!r} is invalid ({err}); each rule needs \"match\" and \"content\" and/or \"tool_calls\"") from None
+        raise UserInputError(f"sim script {str(path)!r} is invalid ({err}); "
+                             "each rule needs \"match\" and \"content\" and/or \"tool_calls\"") from None
     except msgspec.DecodeError as err:
         raise UserInputError(f"sim script {str(path)!r} is not valid JSON ({err}); fix the file") from None
 

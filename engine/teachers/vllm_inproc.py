@@ -96,7 +96,7 @@ class VLLMInprocTeacher:
         prompt, prefix = render(self.tokenizer, messages, tools, tool_choice, response_format)
         params = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed, structured_outputs=structured)
         final = None
-        async for final in self.engine.generate(prompt, params, request_id=f"magnet-{next(_ids)}"):
+        async for final in self.engine.generate(prompt, params, request_id=f"magnet-{next(_ids)}"):  # noqa: B007 - drained: `final` is the last
             pass
         out = final.outputs[0]
         n_in, n_out = len(final.prompt_token_ids or []), len(out.token_ids)

@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "smollm2"
 _CLIENT_OPTIONS = set(CLIENT_OPTIONS)  # passed on to OpenAIHTTPTeacher
 _SERVER_OPTIONS = {"device", "host", "port", "max_model_len", "dtype", "kvcache_gib", "gpu_memory_utilization",
-                   "chat_template", "tool_call_parser", "tool_strict_level", "served_model_name", "startup_timeout_s", "log_path", "extra_args", "extra_env"}
+                   "chat_template", "tool_call_parser", "tool_strict_level", "served_model_name", "startup_timeout_s", "log_path",
+                   "extra_args", "extra_env"}
 _LIVE: dict[int, subprocess.Popen] = {}  # guard pid -> guard, for the atexit hook
 
 

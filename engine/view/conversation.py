@@ -158,7 +158,8 @@ def _side_panel(traj: Trajectory, episode: Episode | None, turn: int, offered: l
         same = Counter(map(_key, made)) == Counter(map(_key, ref.calls))
         listing = "".join(f"<div class=\"mono\">{esc(c.name)}({esc(json.dumps(c.arguments, ensure_ascii=False))})</div>"
                           for c in ref.calls) or '<div class="muted">no call (label ' + esc(ref.label) + ")</div>"
-        checks.append(f'<div data-check="reference">{pill("calls match the reference" if same else "calls differ from the reference", "ok" if same else "bad")}'
+        verdict = pill("calls match the reference" if same else "calls differ from the reference", "ok" if same else "bad")
+        checks.append(f'<div data-check="reference">{verdict}'
                       f"{details('reference calls', listing)}</div>")
     for err in errors.get(turn, []):
         checks.append(f'<div class="bad" data-check="error">{esc(err)}</div>')

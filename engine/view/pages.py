@@ -88,7 +88,8 @@ def _live_progress(m: dict[str, Any], indexes: dict[str, KindIndex]) -> str:
 
 def _generate_summary(s: dict[str, Any], note: str | None) -> str:
     if not s:
-        return f'<h2>generation</h2><p class="muted">no generate_summary.json {esc(note or "")} (a run still going, or not made by `magnet generate`)</p>'
+        return (f'<h2>generation</h2><p class="muted">no generate_summary.json {esc(note or "")} '
+                "(a run still going, or not made by `magnet generate`)</p>")
     keys = [("positives", "positives"), ("pairs", "pairs"), ("negatives stored", "negatives_stored"),
             ("dead letters", "dead_letters"), ("paths finished / planned", None), ("yield of positives per path", "yield_positive"),
             ("teacher calls", "teacher_calls"), ("prompt tokens", "prompt_tokens"), ("completion tokens", "completion_tokens"),

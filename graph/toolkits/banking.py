@@ -113,13 +113,10 @@ class BankingToolkit(Toolkit):
     name = "banking"
 
     def default_state(self, rng: random.Random) -> dict[str, Any]:
+        # Drawn in the order id, balance per account (a dict display evaluates each key before its value).
         accounts = {
-            f"ACC-{rng.randrange(10**6):06d}": {"account_type": "checking", "currency": "USD",
-                                                "balance": float(rng.randrange(500, 6000))},
-            f"ACC-{rng.randrange(10**6):06d}": {"account_type": "savings", "currency": "USD",
-                                                "balance": float(rng.randrange(1000, 20000))},
-            f"ACC-{rng.randrange(10**6):06d}": {"account_type": "checking", "currency": "EUR",
-                                                "balance": float(rng.randrange(100, 3000))},
+            f"ACC-{rng.randrange(10**6):06d}": {"account_type": kind, "currency": currency, "balance": float(rng.randrange(low, high))}
+            for kind, currency, low, high in (("checking", "USD", 500, 6000), ("savings", "USD", 1000, 20000), ("checking", "EUR", 100, 3000))
         }
         return {"customer_id": "CUST-2048", "pin": "4321", "tokens": [], "accounts": accounts,
                 "transactions": [], "payees": {}, "month": "2025-03",
