@@ -297,7 +297,7 @@ def test_malformed_graph_files(tmp_path) -> None:
         load_graph(tmp_path / "missing.json")
 
 
-def test_bad_pools() -> None:
+def test_bad_pools(tmp_path) -> None:
     pool = handmade_pool()
     with pytest.raises(UserInputError, match="empty"):
         validate_specs([])
@@ -307,11 +307,10 @@ def test_bad_pools() -> None:
         build_graph([FunctionSpec(name="broken", description="", parameters={"properties": []})])
     with pytest.raises(UserInputError, match="empty name"):
         validate_specs([FunctionSpec(name=" ", description="", parameters={})])
-    from graph.cli import _config
+    from graph.cli import graph_main
 
+    build = ["build", "--toolkits", "travel", "--out", str(tmp_path / "g.json.gz")]
     with pytest.raises(UserInputError, match="threshold"):
-        _config(MatcherConfig, {"threshold": 3.0}, "matcher options")
+        graph_main([*build, "--threshold", "3.0"])
     with pytest.raises(UserInputError, match="concurrency"):
-        _config(JudgeConfig, {"concurrency": 0}, "judge options")
-    with pytest.raises(UserInputError, match="mode"):
-        _config(JudgeConfig, {"mode": "vote"}, "judge options")
+        graph_main([*build, "--concurrency", "0"])

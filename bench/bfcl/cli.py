@@ -41,10 +41,14 @@ def _options(config: BfclConfig) -> dict[str, Any] | None:
     return {**defaults, **config.teacher_options} or None
 
 
-def _timeout(config: BfclConfig) -> float | None:
-    if config.timeout_s is not None:
-        return config.timeout_s
-    return 600.0 if config.model.startswith(("vllm:", "hf:")) else None
+def _client_options(config: BfclConfig) -> dict[str, Any]:
+    """Options of teachers answering over HTTP: a truncated answer is BFCL's answer too (it just fails
+    to decode), so never re-ask; long BFCL prompts on a CPU-served model need a long timeout.
+    In-process teachers (hf:, sim) take neither."""
+    if config.model.startswith(("hf:", "sim", "vllm-inproc:")):
+        return {}
+    timeout = config.timeout_s if config.timeout_s is not None else 600.0 if config.model.startswith("vllm:") else None
+    return {"max_bad_answer_retries": 0, "timeout_s": timeout}
 
 
 async def _generate(config: BfclConfig, dataset: Any, store: Any, progress: bool) -> dict[str, Any]:
@@ -59,8 +63,7 @@ async def _generate(config: BfclConfig, dataset: Any, store: Any, progress: bool
     else:
         from engine.teachers import make_teacher
 
-        # A truncated answer is BFCL's answer too (it just fails to decode): never re-ask.
-        plan = [(make_teacher(config.model, max_bad_answer_retries=0, timeout_s=_timeout(config), options=_options(config)), dataset.entries)]
+        plan = [(make_teacher(config.model, **_client_options(config), options=_options(config)), dataset.entries)]
     summary: dict[str, Any] = {}
     for teacher, entries in plan:
         runner = EntryRunner(teacher, config.mode, max_tokens=config.max_tokens, temperature=config.temperature)

@@ -125,21 +125,28 @@ class PoolTeacher:
 
     # -- health ----------------------------------------------------------------------------
 
-    def _alive(self, m: _Member) -> None:
+    # Only the probe's outcome moves a member that is out: requests sent before it was taken out
+    # may still end either way (answers in the server's last moments, then dropped connections).
+
+    def _alive(self, m: _Member, probe: bool) -> None:
         """The member answered (well, or with a 429 or a bad answer): its transport works."""
-        m.failures = 0
-        if m.out_until is not None:
+        if probe:
             log.info("teacher pool %s: %s answered its probe and is back in", self.name, m.teacher.name)
             m.out_until, m.probing, m.probe_s = None, False, self.first_probe_s
+        if m.out_until is None:
+            m.failures = 0
 
-    def _transport_failure(self, m: _Member, err: BaseException) -> None:
+    def _transport_failure(self, m: _Member, probe: bool, err: BaseException) -> None:
         m.failed += 1
-        m.failures += 1
-        if m.out_until is not None:  # a failed probe: out again, for longer
+        if probe:  # out again, for longer
             m.probing = False
             m.probe_s = min(m.probe_s * 2, self.max_probe_s)
             m.out_until = self.clock() + m.probe_s
-        elif m.failures >= self.eject_after:
+            return
+        if m.out_until is not None:
+            return
+        m.failures += 1
+        if m.failures >= self.eject_after:
             m.ejections += 1
             m.out_until = self.clock() + m.probe_s
             log.warning("teacher pool %s: %s failed %d times in a row (%s); out for %.1f s, then probed",
@@ -155,6 +162,7 @@ class PoolTeacher:
         while True:
             attempt += 1
             m = self._pick(failed)
+            probe = m is not None and m.probing  # _pick lets only the probe through to a member that is out
             if m is None:
                 wait = self._next_probe_in()
                 err: TeacherError = RetryableError(f"all {len(self.members)} endpoints of {self.name} are out "
@@ -167,21 +175,21 @@ class PoolTeacher:
                 except RateLimited as exc:
                     # The member's limiter pauses its own senders; the pool sends elsewhere meanwhile.
                     m.busy_until = self.clock() + min(exc.retry_after if exc.retry_after is not None else 1.0, MAX_RETRY_AFTER_S)
-                    self._alive(m)
+                    self._alive(m, probe)
                     err = exc
                 except RetryableError as exc:
-                    self._transport_failure(m, exc)
+                    self._transport_failure(m, probe, exc)
                     err = exc
                 except BadAnswer as exc:
-                    self._alive(m)
+                    self._alive(m, probe)
                     err = exc
                 except BaseException:
-                    if m.probing:  # a fatal answer or a cancellation: let the next request probe again
+                    if probe:  # a fatal answer or a cancellation: let the next request probe again
                         m.probing = False
                     raise
                 else:
                     m.served += 1
-                    self._alive(m)
+                    self._alive(m, probe)
                     return completion
                 finally:
                     m.in_flight -= 1
