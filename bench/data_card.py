@@ -82,7 +82,7 @@ def markdown(info: dict[str, Any], card: dict[str, Any], verdict: dict[str, Any]
                      f"{k.get('tokens_mean', '')} | {k.get('over_max_length_pct', '')}% |")
     t = card.get("tokens")
     if t:
-        over = ", ".join(f"{pct}% over {n:,}" for n, pct in t["over_pct"].items())
+        over = ", ".join(f"{pct}% over {int(n):,}" for n, pct in t["over_pct"].items())
         lines += ["", f"Tokens per positive (prompt mode, SmolLM2 template): mean {t['mean']}, p50 {t['p50']}, p95 {t['p95']}, "
                       f"max {t['max']}; {over}."]
     lines += ["", "| target | measured | met |", "|---|---|---|",

@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         magnet("train", "sft", "--data", args.data, "--model", "smollm2", "--out", str(checkpoint), "--mode", "prompt",
                "--max-steps", str(args.steps), "--batch-size", str(args.batch_size), "--learning-rate", str(args.learning_rate),
                "--max-length", "2048")
-    train_s = time.monotonic() - started
+    # the trainer's own account, also when the checkpoint was made by an earlier invocation
+    train_s = json.loads((checkpoint / "summary.json").read_text()).get("train_seconds", time.monotonic() - started)
     sides = {"base": "hf:smollm2", "trained": f"hf:{checkpoint / 'final'}"}
     result: dict[str, Any] = {"machine": info, "data": args.data, "steps": args.steps, "batch_size": args.batch_size,
                               "learning_rate": args.learning_rate, "train_s": round(train_s), "sides": {}}
