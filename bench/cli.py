@@ -20,6 +20,8 @@ BENCHMARKS: dict[str, str] = {
     "distill_bench": "end-to-end paths/s, tokens/path and yields on the simulator (or vLLM)",
     "data_card": "what a simulator run stores: mixture vs target, turns and calls, parallel calls, hint leaks, lengths",
     "train_bench": "mDPO/SFT tokens/s and peak memory vs TRL's DPOTrainer",
+    "smollm2_yield": "SmolLM2 as hinted teacher: yield per path kind with and without examples, grammar, authoring, user facts",
+    "improve_overlap": "`magnet improve` wall time, serial vs next round's generation overlapping this round's training",
     "gpu_check": "one prepared GPU run: mDPO vs TRL, packed vs padded SFT, bf16, transformers teacher (--cpu-dry-run on CPU)",
     "bfcl.throughput": "BFCL harness wall time: our engine vs BFCL's own generator on the same server",
     "bfcl.volume": "prompt tokens of every BFCL entry's first request, per category: what a full run costs",

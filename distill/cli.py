@@ -107,7 +107,6 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace, build: Any
     from distill.pipeline import Distiller
     from distill.strata import StratifiedSource
     from engine import metrics
-    from engine.errors import JobFailed
     from engine.scheduler import run_jobs
     from engine.store import RunStore, config_fingerprint
     from engine.teachers import make_teacher
@@ -124,6 +123,9 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace, build: Any
     fingerprint = config_fingerprint(config.fingerprint_fields())
     # Teachers are built (checking specs, options and API keys; nothing connects yet) before the
     # store writes anything: a mistyped --teacher must not leave a manifest that refuses the fix.
+    if config.ray and build is not None:
+        # The teachers handed in are clients of a server this process runs; actors build theirs from specs.
+        raise UserInputError("--ray is not supported here (a generation stage of magnet improve): run it without --ray")
     build = build or (lambda spec: make_teacher(spec, **config.teacher_options))
     teacher = build(config.teacher)
     student = build(config.student) if config.student else None
@@ -132,6 +134,7 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace, build: Any
     teachers = [t for t in (teacher, student, judge, author) if t is not None]
     store = RunStore.open(run_dir, config_fingerprint=fingerprint, config=msgspec.to_builtins(config),
                           force=getattr(args, "force", False))
+    leases = None  # engine.ray_leases.LeasePool with --ray
     try:
         graph = load_or_build_graph(run_dir, pool.specs())
         distiller = Distiller(pool, teacher, config, student=student, judge=judge, author=author)
@@ -140,26 +143,25 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace, build: Any
         source.resume(*_stored_outcomes(run_dir, store.is_finished))
         source.repair(store.incomplete_items)
 
-        async def job(path: Any) -> list[tuple[str, Any]]:
-            try:
-                records = await distiller.run_path(path)
-            except JobFailed as err:
-                source.settle(path, False, err.stage)
-                raise
-            except BaseException:
-                source.settle(path, False, None)
-                raise
-            source.settle(path, any(r.polarity == "positive" for k, r in records if k == "trajectories"), None)
-            return records
+        if config.ray:
+            from distill.ray_generate import start_pool
+
+            leases = start_pool(config, distiller)
+        job = source.tracked(leases.run if leases else distiller.run_path,
+                             lambda records: any(r.polarity == "positive" for k, r in records if k == "trajectories"))
 
         total = sum(s.max_draws for s in source.strata.values())
         run = await run_jobs(source, job, store, item_id=lambda p: p.id, stage="generate",
-                             max_in_flight=config.concurrency, total=total,
+                             max_in_flight=leases.capacity if leases else config.concurrency, total=total,
                              progress=getattr(args, "progress", True), item_payload=msgspec.to_builtins)
         summary = summarize(store, run_dir, run, distiller, config, time.monotonic() - started)
+        if leases is not None:
+            summary["ray"] = leases.stats()
         summary["data_card"] = data_card(run_dir, counts, lengths=token_counter(config.card_tokenizer), strata=source.table())
         store.write_manifest({"generate": summary})
     finally:
+        if leases is not None:
+            await leases.close()
         for t in teachers:
             await t.aclose()
         store.close()

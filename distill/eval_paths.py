@@ -140,21 +140,15 @@ async def author_testset(spec: TestsetSpec, folder: Path, pool: Any, author: Any
                 teacher=spec.author, seed=spec.seed, translate_attempts=spec.translate_attempts,
                 structured_outputs=spec.structured_outputs, max_tokens=spec.author_max_tokens))
 
-            async def job(path: Any) -> list[tuple[str, Any]]:
-                try:
-                    episode = await translator.translate(path, Spend())
-                    # A benchmark needs references that replay identically: the state checks compare against them.
-                    replayed = replay_reference(pool, episode)
-                    if any(canonical(r.outputs) != canonical(t.outputs) for r, t in zip(replayed, episode.turns)):
-                        raise JobFailed("reference calls give other outputs on replay (a nondeterministic toolkit)", stage="reference")
-                except JobFailed as err:
-                    source.settle(path, False, err.stage)
-                    raise
-                except BaseException:
-                    source.settle(path, False, None)
-                    raise
-                source.settle(path, True, None)
+            async def author_one(path: Any) -> list[tuple[str, Any]]:
+                episode = await translator.translate(path, Spend())
+                # A benchmark needs references that replay identically: the state checks compare against them.
+                replayed = replay_reference(pool, episode)
+                if any(canonical(r.outputs) != canonical(t.outputs) for r, t in zip(replayed, episode.turns)):
+                    raise JobFailed("reference calls give other outputs on replay (a nondeterministic toolkit)", stage="reference")
                 return [("paths", path), ("episodes", episode)]
+
+            job = source.tracked(author_one, lambda _records: True)
 
             run = await run_jobs(source, job, store, item_id=lambda p: p.id, stage="author", max_in_flight=config.concurrency,
                                  total=sum(s.max_draws for s in source.strata.values()), progress=progress,

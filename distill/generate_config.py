@@ -40,8 +40,18 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     path_options: Annotated[dict[str, Any], doc("extra fields of graph.paths_config.PathConfig (walk length, p_merge, ...)")] = {}
     seed: Annotated[int, doc("seed of path sampling, toolkit state, tool-order shuffling and teacher sampling")] = 0
     concurrency: Annotated[int, doc("paths worked on at once (each is a conversation of many dependent calls)")] = 16
+    ray: Annotated[str, doc(
+        "run the paths on Ray actors: a cluster address (HOST:PORT, or auto) or local (start a private one); "
+        "empty = this process. The driver still draws the paths and writes the run folder")] = ""
+    ray_actors: Annotated[int, doc("Ray actors, each working on --concurrency paths at once; 0 = one per ray_gpus GPUs when "
+                                   "ray_gpus > 0, else one per CPU of the cluster", ge=0)] = 0
+    ray_block: Annotated[int, doc("paths leased to an actor per Ray call (results still come back path by path)", ge=1)] = 8
+    ray_gpus: Annotated[float, doc("GPUs each Ray actor reserves (1 = one local vLLM teacher per GPU)", ge=0)] = 0.0
     structured_outputs: Annotated[bool, doc("send response_format json_schema for translation and judging (keeps small models' JSON valid); off = "
                                             "parse free text")] = True
+    rollout_grammar: Annotated[bool, doc(
+        "prompt-mode rollouts on a vLLM teacher: its structured outputs force each answer to be a BFCL call list over "
+        "the offered functions or plain text (the form only; verification is unchanged); other backends answer freely")] = False
     temperature: Annotated[float, doc("sampling temperature of first attempts")] = 0.0
     retry_temperature: Annotated[float, doc("temperature of later attempts, so a retry can differ")] = 0.7
     max_tokens: Annotated[int, doc("completion token limit per teacher call (rollout steps, reference calls, judge)")] = 512
@@ -87,8 +97,10 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def fingerprint_fields(self) -> dict[str, Any]:
         """What decides the run's content: resuming with other values would mix two datasets."""
         data = msgspec.to_builtins(self)
-        for volatile in ("out", "concurrency", "teacher_options", "price_in", "price_out", "card_tokenizer"):
+        for volatile in ("out", "concurrency", "teacher_options", "price_in", "price_out", "card_tokenizer",
+                         "ray", "ray_actors", "ray_block", "ray_gpus"):
             data.pop(volatile, None)
-        if not data["author"]:
-            del data["author"]  # runs from before the field existed keep their fingerprint
+        for added, default in (("author", ""), ("rollout_grammar", False)):
+            if data[added] == default:
+                del data[added]  # runs from before the field existed keep their fingerprint
         return data

@@ -15,6 +15,11 @@ in ``OUT/round-N/``, each stage skipped when its marker says it finished:
 6. decide: the new checkpoint becomes current when its held-out score did not fall; else the
    loop stops and keeps the best.
 
+With --overlap (the default) and a round whose generation needs nothing of the model being trained
+(a teacher other than self, negatives not mined), that round's target and generation run in the
+background while the previous round trains, steered by the previous round's probe (one round
+stale; distill/improve_overlap.py). Each round still probes its own starting model.
+
 rounds.json, report.md and rounds.png are rewritten after every round. kill -9 at any point and
 rerun the same command: finished stages are skipped, the interrupted one resumes.
 """
@@ -29,6 +34,7 @@ from typing import Any
 import msgspec
 
 from distill.improve_config import SELF, ImproveConfig
+from distill.improve_overlap import Ahead
 from distill.improve_report import teacher_label, write_report
 from distill.improve_serve import Served
 from distill.improve_stages import Stages
@@ -79,6 +85,7 @@ class Loop:
     def __init__(self, cfg: ImproveConfig):
         self.cfg, self.out = cfg, Path(cfg.out).expanduser().resolve()
         self.served = Served(cfg.serve, cfg.serve_options)
+        self.ahead: dict[int, Ahead] = {}  # round -> its generation, running while the round before trains
 
     # -- stages -------------------------------------------------------------------------------
 
@@ -127,22 +134,24 @@ class Loop:
         write_json_atomic(folder / "target.json", doc)
         return doc
 
-    def generate(self, n: int, current: str, target: dict[str, Any], folder: Path) -> dict[str, Any]:
+    def generate(self, n: int, current: str | None, target: dict[str, Any], folder: Path) -> dict[str, Any]:
+        """Round ``n``'s data; ``current`` is None for an overlapped round, whose generation uses no model being trained."""
         from distill.cli import _generate
         from distill.generate_config import GenerateConfig
         from engine.scheduler import run
 
         cfg = self.cfg
-        me = self.served.spec(current)
+        me = self.served.spec(current) if current is not None else None
+        assert me is not None or not self.needs_current(n), "only an overlapped round generates without the current model"
         teacher = me if cfg.round_teacher(n) == SELF else cfg.round_teacher(n)
         # generate's toolkits are built-in names (empty = all); "builtin" is eval paths' word for all of them.
         toolkits = [] if "builtin" in cfg.toolkits else list(cfg.toolkits)
         gcfg = GenerateConfig(out=str(folder), toolkits=toolkits, teacher=teacher, author=cfg.author, judge=cfg.judge,
-                              student=me if cfg.negatives == "mined" else "", negatives=cfg.negatives,
+                              student=me if cfg.negatives == "mined" and me else "", negatives=cfg.negatives,
                               rollout_mode=cfg.rollout_mode, paths=cfg.positives, draw_factor=cfg.draw_factor,
                               path_options=target["path_options"], seed=cfg.seed + n, concurrency=cfg.concurrency,
                               max_tokens=cfg.max_tokens, student_rollouts=cfg.student_rollouts, card_tokenizer="")
-        build = self.served.builder(current) if me in (gcfg.teacher, gcfg.student) else None
+        build = self.served.builder(current) if current is not None and me in (gcfg.teacher, gcfg.student) else None
         summary = run(_generate(gcfg, argparse.Namespace(progress=False, force=False), build))
         if summary["interrupted"]:
             raise KeyboardInterrupt
@@ -176,6 +185,22 @@ class Loop:
 
     # -- the loop -----------------------------------------------------------------------------
 
+    def needs_current(self, n: int) -> bool:
+        """Does round ``n``'s generation use the model being improved (as hinted teacher or mined student)?"""
+        return self.cfg.round_teacher(n) == SELF or self.cfg.negatives == "mined"
+
+    def overlapped(self, n: int) -> bool:
+        """Round ``n`` (> 0) generates while round n-1 trains, steered by round n-1's probe."""
+        return self.cfg.overlap and n > 0 and not self.needs_current(n)
+
+    def prepare(self, n: int, probe: dict[str, Any], current: str | None) -> dict[str, Any]:
+        """Round ``n``'s target and generation stages (markers in round-n/ either way); the generation's result.
+        ``current`` is None for an overlapped round."""
+        folder = self.out / f"round-{n}"
+        st = Stages(folder)
+        target = st.run("target", lambda: self.target(probe, folder))
+        return st.run("generate", lambda: self.generate(n, current, target, folder / "generate"))
+
     def run(self) -> dict[str, Any]:
         cfg, out = self.cfg, self.out
         _checkpoint_dir(cfg.model)  # a wrong --model fails here, before anything is written
@@ -208,14 +233,25 @@ class Loop:
         st = Stages(folder)
         probe = st.run("probe", lambda: self.eval_paths(current, folder / "probe", "probe")
                        | {"bfcl": self.bfcl(current, folder / "bfcl_probe")})
-        target = st.run("target", lambda: self.target(probe, folder))
-        gen = st.run("generate", lambda: self.generate(n, current, target, folder / "generate"))
+        if self.overlapped(n):
+            if n in self.ahead:  # started while round n-1 trained; normally finished (joined before its evaluation)
+                self.ahead.pop(n).join()
+            steer = Stages(self.out / f"round-{n - 1}").result("probe")
+            assert steer is not None, "round n-1 probed before round n was started"
+            gen = self.prepare(n, steer, None)
+        else:
+            gen = self.prepare(n, probe, current)
+        # This round's probe steers the next round's generation when that one overlaps this round's training.
+        if n + 1 < self.cfg.rounds and self.overlapped(n + 1) and n + 1 not in self.ahead:
+            self.ahead[n + 1] = Ahead(f"generate round {n + 1}", lambda: self.prepare(n + 1, probe, None))
         sft = st.run("train_sft", lambda: self.train("sft", n, folder / "generate", current, folder / "train_sft"))
         if self.cfg.mdpo and gen["pairs"]:
             mdpo = st.run("train_mdpo", lambda: self.train("mdpo", n, folder / "generate", sft["checkpoint"], folder / "train_mdpo"))
         else:
             mdpo = st.run("train_mdpo", lambda: {"skipped": "mdpo off" if not self.cfg.mdpo else "no preference pairs this round"})
         checkpoint = mdpo.get("checkpoint", sft["checkpoint"])
+        if n + 1 in self.ahead:
+            self.ahead[n + 1].join()  # evaluation wants every CPU and the process's token counters to itself
         ev = st.run("eval", lambda: self.eval_paths(checkpoint, folder / "eval", "heldout")
                     | {"bfcl": self.bfcl(checkpoint, folder / "bfcl_eval")})
         decision = st.run("decide", lambda: {"score": ev["score"], "best_before": best, "accepted": ev["score"] >= best})

@@ -61,7 +61,7 @@ class Served:
 
         assert self.checkpoint == checkpoint, "builder() starts the server of the checkpoint it builds for"
         # Our own server has no rate limits to learn; a slow CPU answer is not a dead teacher.
-        return OpenAIHTTPTeacher(self.server.served_model_name, self.server.base_url, name=name,
+        return OpenAIHTTPTeacher(self.server.served_model_name, self.server.base_url, name=name, regex_outputs=True,
                                  **({"probe_limits": False, "timeout_s": 900.0} | client))
 
     def stop(self) -> None:

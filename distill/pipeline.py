@@ -38,9 +38,13 @@ class Distiller:
 
     def _params(self, instructions: str, seed: int, temperature: float) -> RolloutParams:
         cfg = self.cfg
-        return RolloutParams(mode=cfg.rollout_mode, instructions=self.prompts.text(instructions) if instructions else "", seed=seed,
+        text = self.prompts.text(instructions) if instructions else ""
+        if instructions == "positive_system" and self.prompts.text("positive_examples").strip():
+            # One worked example per hint shape: small teachers copy a form they were shown far better than one described.
+            text = f"{text}\n\n{self.prompts.text('positive_examples').strip()}"
+        return RolloutParams(mode=cfg.rollout_mode, instructions=text, seed=seed,
                              temperature=temperature, retry_temperature=cfg.retry_temperature, max_tokens=cfg.max_tokens,
-                             max_steps=cfg.max_steps_per_turn, answer_retries=cfg.answer_retries)
+                             max_steps=cfg.max_steps_per_turn, answer_retries=cfg.answer_retries, grammar=cfg.rollout_grammar)
 
     async def _roll(self, model: Teacher, episode: Episode, hints: list[str] | None, params: RolloutParams,
                     prefix: Rollout | None = None, from_turn: int = 0) -> Rollout:

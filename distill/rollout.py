@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from distill.call_grammar import answer_regex
 from distill.parsers import format_bfcl, validate_call
 from distill.spend import Spend
 from engine.errors import BadAnswer
@@ -69,6 +70,7 @@ class RolloutParams(msgspec.Struct, kw_only=True):
     max_tokens: int = 512
     max_steps: int = 6  # assistant messages allowed per user turn, the final text included
     answer_retries: int = 2  # re-asks of one step whose answer cannot be parsed
+    grammar: bool = False  # prompt mode: a model served with regex outputs answers a call list or text (call_grammar.py)
 
 
 # -- hints ----------------------------------------------------------------------------------------
@@ -198,11 +200,14 @@ class _Conversation:
         """The model's next message and its parsed calls, or the error after the retries."""
         p = self.params
         messages, tools = self.request(offered)
+        # Only the form is forced (offered names and parameters, literal values); verification decides the rest.
+        constrained = p.mode == "prompt" and p.grammar and getattr(self.model, "regex_outputs", False)
+        response_format = {"type": "regex", "regex": answer_regex(offered)} if constrained else None
 
         async def once(attempt: int, last: BadAnswer | None) -> tuple[Message, list[ToolCall]]:
             try:  # a backend may itself reject a truncated or garbled answer with BadAnswer
                 completion = await self.model.chat(
-                    messages, tools=tools, tool_choice="auto" if tools else None,
+                    messages, tools=tools, tool_choice="auto" if tools else None, response_format=response_format,
                     temperature=p.temperature if attempt == 0 else p.retry_temperature, max_tokens=p.max_tokens,
                     seed=p.seed * 1000 + h * 50 + step * 5 + attempt)
             except BadAnswer as err:

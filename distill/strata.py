@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import msgspec
 
+from engine.errors import JobFailed
 from engine.records import SignaturePath
 from graph.paths import PathSampler
 from graph.paths_config import KINDS, MULTI_TURN_VARIANTS, PathConfig
 
-STAGES = ("translate", "verify")  # where a path can die before its positive is stored
+Job = Callable[[SignaturePath], Awaitable[list[tuple[str, Any]]]]
 
 
 def strata_weights(config: PathConfig, kinds: dict[str, float]) -> dict[str, float]:
@@ -150,6 +151,23 @@ class StratifiedSource:
         elif died_at is not None:
             s.died[died_at] = s.died.get(died_at, 0) + 1
         self._changed.set()
+
+    def tracked(self, job: Job, stored_positive: Callable[[list[tuple[str, Any]]], bool]) -> Job:
+        """``job`` with its outcome reported to the source (``stored_positive(records)`` says whether
+        it counts towards its stratum); the scheduler runs the wrapped job."""
+        async def run(path: SignaturePath) -> list[tuple[str, Any]]:
+            try:
+                records = await job(path)
+            except JobFailed as err:
+                self.settle(path, False, err.stage)
+                raise
+            except BaseException:
+                self.settle(path, False, None)
+                raise
+            self.settle(path, stored_positive(records), None)
+            return records
+
+        return run
 
     def table(self) -> dict[str, dict[str, Any]]:
         return {name: s.row() for name, s in self.strata.items()}

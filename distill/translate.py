@@ -25,6 +25,7 @@ from distill.parsers import format_bfcl, quote, validate_call
 from distill.prompts import Prompts
 from distill.rollout import fresh_runtime
 from distill.spend import Spend
+from distill.user_facts import user_facts
 from engine.bfcl_prompts import DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC
 from engine.errors import BadAnswer, JobFailed
 from engine.records import Episode, EpisodeTurn, FunctionSpec, Message, SignaturePath, ToolCall
@@ -228,10 +229,11 @@ class Translator:
         last = next((t for t in reversed(done) if t.calls), None)
         last_round = (f"Calls: {format_bfcl(last.calls)}\nOutputs: {clip(last.outputs, _OUT_CHARS)}" if last else "(none)")
         kits = {self.pool.toolkit_of(s.name) for s in specs}
-        env = clip({k: v for k, v in runtime.snapshot().items() if k in kits}, _ENV_CHARS * len(kits))
+        snapshot = runtime.snapshot()
+        env = clip({k: v for k, v in snapshot.items() if k in kits}, _ENV_CHARS * len(kits))
         prompt = self.prompts.render(
             "back_translation", functions="\n".join(describe(s) for s in specs), history=convo,
-            last_round=last_round, environment=env, extra_rules="")
+            last_round=last_round, environment=env, facts=user_facts(snapshot, kits), extra_rules="")
         query = await self._query(prompt, "back_translation", spend, attempt, history)
         if _PLACEHOLDER.match(query) or len(query.split()) < 3:
             raise BadAnswer(f"back translation is a placeholder, not a request: {quote(query)!r}", text=query)

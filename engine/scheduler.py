@@ -66,6 +66,8 @@ def run(main: Coroutine[Any, Any, R]) -> R:
 
 def one_line_error(exc: BaseException) -> str:
     """``Type: message`` on one line, quoting the model's text when a bad answer was the cause."""
+    if isinstance(line := getattr(exc, "one_line", None), str):
+        return line  # written where the error happened (a Ray actor: engine.ray_leases), so it reads the same
     parts = [f"{type(exc).__name__}: {exc}"]
     # ``raise ... from None`` means the context adds nothing (an error already rephrased for users).
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)

@@ -13,6 +13,7 @@ from distill.generate_config import GenerateConfig
 from distill.prompts import Prompts
 from distill.spend import Spend
 from distill.translate import QUERY_SCHEMA, Translator, bind_outputs, calls_schema, clip, describe
+from distill.user_facts import user_facts
 from engine.errors import JobFailed
 from engine.records import Message, ToolCall
 from engine.structured import response_format
@@ -42,7 +43,8 @@ def back(pool, names, *, seed=0, last_round="(none)", state_seed=0, structured=T
     runtime = pool.instantiate(seed=state_seed, only={pool.toolkit_of(n) for n in names})
     prompt = PROMPTS.render("back_translation", functions="\n".join(describe(s) for s in specs),
                             history="(start of the conversation)", last_round=last_round,
-                            environment=clip(runtime.snapshot(), 1200), extra_rules="")
+                            environment=clip(runtime.snapshot(), 1200), extra_rules="",
+                            facts=user_facts(runtime.snapshot(), {pool.toolkit_of(n) for n in names}))
     rf = response_format("back_translation", QUERY_SCHEMA) if structured else None
     done = SimTeacher().answer([user(prompt)], response_format=rf, seed=seed)
     return json.loads(done.message.content)["query"], runtime
@@ -204,7 +206,7 @@ def back_on(pool, runtime, names, *, history="(start of the conversation)", last
     kits = {pool.toolkit_of(n) for n in names}
     env = clip({k: v for k, v in runtime.snapshot().items() if k in kits}, 1200 * len(kits))
     prompt = PROMPTS.render("back_translation", functions="\n".join(describe(s) for s in specs), history=history,
-                            last_round=last_round, environment=env, extra_rules="")
+                            last_round=last_round, environment=env, extra_rules="", facts=user_facts(runtime.snapshot(), kits))
     done = SimTeacher().answer([user(prompt)], response_format=response_format("back_translation", QUERY_SCHEMA))
     return json.loads(done.message.content)["query"]
 

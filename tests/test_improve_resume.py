@@ -50,17 +50,21 @@ save_every = 1
 """
 
 # Runs `magnet improve` and SIGKILLs itself inside stage KILL (folder/name): after the stage's first
-# stored item or first training checkpoint, or, when the stage has neither, once its work is done but
-# before its marker is written.
+# stored item or first training checkpoint (in the thread running the stage: an overlapped generation
+# runs in its own), or, when the stage has neither, once its work is done but before its marker is
+# written. With a fifth argument "overlap", the background generation's first stored item is flushed,
+# waits for the stage's first training checkpoint and then kills: both are half done.
 CHILD = r"""
-import os, signal, sys
+import os, signal, sys, threading
 sys.path.insert(0, sys.argv[1])
 import distill.improve_stages as stages
 import engine.store as store
 import train.loop as loop
 
 folder, name = sys.argv[2].rsplit("/", 1)
-active = []
+in_overlap = sys.argv[5:] == ["overlap"]
+active = []  # the thread running the stage to kill
+checkpoint_saved = threading.Event()
 
 def die(*_):
     os.kill(os.getpid(), signal.SIGKILL)
@@ -68,11 +72,18 @@ def die(*_):
 commit, save = store.RunStore.commit, loop.Trainer.save_checkpoint
 def killing_commit(self, *a, **k):
     commit(self, *a, **k)
-    if active:
+    if in_overlap and threading.current_thread() is not threading.main_thread():
+        self.flush()  # on disk, so the rerun has finished work to skip
+        checkpoint_saved.wait(300)
+        die()
+    if threading.get_ident() in active:
         die()
 def killing_save(self, *a, **k):
     path = save(self, *a, **k)
-    if active:
+    if threading.get_ident() in active:
+        if in_overlap:
+            checkpoint_saved.set()
+            threading.Event().wait(300)  # the background generation kills the process
         die()
     return path
 store.RunStore.commit, loop.Trainer.save_checkpoint = killing_commit, killing_save
@@ -82,7 +93,7 @@ def killing_run(self, stage, fn):
     if self.folder.name != folder or stage != name or self.result(stage) is not None:
         return run(self, stage, fn)
     def wrapped():
-        active.append(1)
+        active.append(threading.get_ident())
         fn()
         die()
     return run(self, stage, wrapped)
@@ -96,8 +107,8 @@ STAGES = ["base/eval", "round-0/probe", "round-0/target", "round-0/generate", "r
           "round-0/train_mdpo", "round-0/eval", "round-0/decide"]
 
 
-def _improve(config: Path, out: Path, kill: str | None, child: Path) -> subprocess.CompletedProcess:
-    cmd = ([sys.executable, str(child), str(ROOT), kill, str(config), str(out)] if kill else
+def _improve(config: Path, out: Path, kill: str | None, child: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = ([sys.executable, str(child), str(ROOT), kill, str(config), str(out), *extra] if kill else
            [sys.executable, "-m", "engine.cli", "improve", "--config", str(config), "--out", str(out)])
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
@@ -190,3 +201,80 @@ def test_tilt_puts_failing_strata_first_and_keeps_a_floor():
     cfg = PathConfig(**doc["path_options"])  # generate accepts it
     assert cfg.mixture["parallel"] == 0 and cfg.multi_turn_mixture["long"] > cfg.multi_turn_mixture["base"] > 0
     assert doc["probe_failures"] == {"reasons": {"state": 1}, "toolkits": {"bank": 1}}
+
+
+# Every round taught by the simulator with perturbed negatives: round 1's generation needs nothing of
+# the model round 0 trains, so it runs while round 0 trains.
+OVERLAP_CONFIG = CONFIG.replace('rounds = 1\n', 'rounds = 2\nteacher = "sim"\n')
+
+
+@pytest.mark.slow
+def test_kill_during_overlapped_generation_then_resume_matches_uninterrupted(tiny, tmp_path):  # noqa: F811
+    config = tmp_path / "improve.toml"
+    config.write_text(f'model = "{tiny}"\n' + OVERLAP_CONFIG)
+    child = tmp_path / "child.py"
+    child.write_text(CHILD)
+
+    reference = tmp_path / "reference"
+    done = _improve(config, reference, None, child)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    resumed = tmp_path / "resumed"
+    # 1. killed while round 0 trains (a checkpoint saved) and round 1 generates (an item stored), both half done
+    killed = _improve(config, resumed, "round-0/train_sft", child, "overlap")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert list((resumed / "round-0" / "train_sft" / "checkpoints").iterdir())
+    assert not (resumed / "round-0" / "stages" / "train_sft.json").exists()
+    assert not (resumed / "round-1" / "stages" / "generate.json").exists()
+    stored_before = {k: v for k, v in _records(resumed).items() if k.startswith("round-1/generate/")}
+    assert any(stored_before.values()), "round 1's generation stored nothing before the kill: not during the overlap"
+    # 2. killed inside round 1's generation (the background thread) on its rerun
+    killed = _improve(config, resumed, "round-1/generate", child)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    finished = _improve(config, resumed, None, child)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+
+    assert _records(resumed) == _records(reference)  # asserts no id stored twice, too
+    # A round's tokens are those its finishing generate run spent: fewer here, the items stored before the kill were not redone.
+    tokens = [[r.get("tokens") for r in _summary(out)] for out in (resumed, reference)]
+    assert [{k: v for k, v in r.items() if k != "tokens"} for r in _summary(resumed)] == \
+        [{k: v for k, v in r.items() if k != "tokens"} for r in _summary(reference)]
+    assert tokens[0][1] == tokens[1][1] and tokens[0][2] < tokens[1][2]
+    assert all(set(ids) <= set(_records(resumed)[k]) for k, ids in stored_before.items())
+    rounds = _summary(resumed)
+    assert [r["round"] for r in rounds] == ["base", 0, 1] and all(r["teacher"] == "simulator (sim)" for r in rounds[1:])
+    # round 1 was steered by round 0's probe: the same target as round 0's
+    targets = [json.loads((resumed / f"round-{n}" / "target.json").read_text())["shares"] for n in (0, 1)]
+    assert targets[0] == targets[1]
+    # and it ran ahead: it finished before round 0's evaluation did (serially it would start after it)
+    finished_at = {(n, s): json.loads((reference / f"round-{n}" / "stages" / f"{s}.json").read_text())["finished_at"]
+                   for n, s in ((1, "generate"), (0, "eval"))}
+    assert finished_at[(1, "generate")] < finished_at[(0, "eval")]
+
+
+def test_overlap_only_when_generation_needs_no_model_being_trained(tiny, tmp_path):  # noqa: F811
+    from distill.improve import Loop, load_config
+
+    def loop(*flags: str) -> Loop:
+        return Loop(load_config(["--model", str(tiny), "--out", str(tmp_path / "x"), *flags]))
+
+    sim = loop("--teacher", "sim", "--negatives", "perturb", "--rounds", "3")
+    assert [sim.overlapped(n) for n in range(3)] == [False, True, True]  # round 0 has no round before it
+    assert not any(loop("--teacher", "sim", "--negatives", "mined").overlapped(n) for n in range(3))  # mines the model
+    assert not any(loop("--bootstrap-teacher", "sim", "--negatives", "perturb").overlapped(n) for n in range(3))  # self
+    assert not any(loop("--teacher", "sim", "--negatives", "perturb", "--no-overlap").overlapped(n) for n in range(3))
+
+
+def test_a_background_generation_failure_is_raised_where_the_loop_joins_it():
+    from distill.improve_overlap import Ahead
+    from engine.errors import UserInputError
+
+    def fails() -> None:
+        raise UserInputError("round 1: simulator produced no verified positive")
+
+    ahead = Ahead("generate round 1", fails)
+    with pytest.raises(UserInputError, match="no verified positive"):
+        ahead.join()
+    done: list[int] = []
+    Ahead("generate round 2", lambda: done.append(2)).join()
+    assert done == [2]

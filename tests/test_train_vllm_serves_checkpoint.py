@@ -22,7 +22,7 @@ def test_trained_checkpoint_is_served_by_vllm(tiny, tmp_path):  # noqa: F811
     with RunStore.open(run, config_fingerprint="t") as store:
         for t in trajectories(4, turns=1):
             store.put("trajectories", t)
-    run_sft(SFTConfig(learning_rate=1e-3, batch_size=2, micro_batch_size=2, max_steps=2, max_length=1024),
+    run_sft(SFTConfig(learning_rate=1e-3, batch_size=2, micro_batch_size=2, max_steps=2, max_length=1024, mode="fc"),
             data=run, model=tiny, out=tmp_path / "out")
 
     async def ask() -> dict:

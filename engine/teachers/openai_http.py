@@ -47,7 +47,7 @@ class OpenAIHTTPTeacher:
                  rpm: float | None = None, tpm: float | None = None, tpm_in: float | None = None, tpm_out: float | None = None,
                  max_concurrency: int = 64, price_in: float = 0.0, price_out: float = 0.0, timeout_s: float = 120.0,
                  max_retries: int = 6, max_bad_answer_retries: int = 2, backoff_s: float = 0.5, probe_limits: bool | None = None,
-                 name: str | None = None):
+                 name: str | None = None, regex_outputs: bool = False):
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
@@ -63,6 +63,8 @@ class OpenAIHTTPTeacher:
         self.timeout_s = timeout_s
         self.max_retries, self.max_bad_answer_retries, self.backoff_s = max_retries, max_bad_answer_retries, backoff_s
         self.max_concurrency = max_concurrency
+        # The server is vLLM: a ``{"type": "regex"}`` response_format goes out as its structured_outputs extension.
+        self.regex_outputs = regex_outputs
         self.limiter = Limiter(rpm=rpm, tpm=tpm, tpm_in=tpm_in, tpm_out=tpm_out, max_concurrency=max_concurrency,
                                probe_first=probe_limits is not False)
         self._session: aiohttp.ClientSession | None = None
@@ -90,7 +92,11 @@ class OpenAIHTTPTeacher:
             payload["tools"] = wire.tools_to_wire(tools)
         if tool_choice is not None:
             payload["tool_choice"] = tool_choice
-        if response_format is not None:
+        if response_format is not None and response_format.get("type") == "regex":
+            if not self.regex_outputs:
+                raise UserInputError(f"teacher {self.name!r} takes no regex response_format (only vLLM servers do)")
+            payload["structured_outputs"] = {"regex": response_format["regex"]}
+        elif response_format is not None:
             payload["response_format"] = response_format
         if seed is not None:
             payload["seed"] = seed

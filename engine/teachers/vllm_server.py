@@ -280,6 +280,7 @@ class VLLMServerTeacher:
         self._server_options = {k: v for k, v in config.items() if k in _SERVER_OPTIONS}
         self._client_options = {k: v for k, v in config.items() if k in _CLIENT_OPTIONS}
         self.server: VLLMServer | None = None
+        self.regex_outputs = True  # vLLM's structured outputs take a regex (distill/call_grammar.py)
         self._client: Any = None
         self._starting: asyncio.Lock | None = None
 
@@ -301,7 +302,7 @@ class VLLMServerTeacher:
 
                 # Our own server has no rate limits to learn: no lone first request.
                 client = {"probe_limits": False} | {k: v for k, v in self._client_options.items() if v is not None}
-                self._client = OpenAIHTTPTeacher(self.server.served_model_name, base_url, name=self.name, **client)
+                self._client = OpenAIHTTPTeacher(self.server.served_model_name, base_url, name=self.name, regex_outputs=True, **client)
         return self.server.base_url
 
     async def chat(self, messages: list[Message], tools: list[FunctionSpec] | None = None, *,
