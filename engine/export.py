@@ -47,19 +47,20 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Annotated, Any, Literal
 
+import msgspec
 import orjson
 
 from engine.atomic import atomic_output
 from engine.bfcl_prompts import DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC
 from engine.chat_templates import template_path
+from engine.config_cli import ConfigCLI, doc
 from engine.errors import UserInputError
 from engine.models import TOOLS_TEMPLATE
 from engine.records import FunctionSpec, Message, PreferencePair, Trajectory
 from engine.render import (
     MODE_HELP,
-    MODES,
     Mode,
     PairRendering,
     RenderError,
@@ -388,23 +389,31 @@ def export(run_dir: Path, fmt: str, out: Path, *, kind: str = "trajectories", po
     }
 
 
+class ExportConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What `magnet export` writes."""
+
+    run_dir: Annotated[str, doc("a run directory (the --out of `magnet generate`)")]
+    format: Annotated[Literal["openai", "sharegpt", "hf", "bfcl"], doc("openai | sharegpt | hf | bfcl")]
+    out: Annotated[str, doc("output file (openai, sharegpt) or folder (hf, bfcl)")]
+    kind: Annotated[Literal["trajectories", "pairs"], doc("what to export")] = "trajectories"
+    mode: Annotated[Mode | None, doc(f"{MODE_HELP} (default prompt; not for --format bfcl, which is BFCL's own data format)")] = None
+    polarity: Annotated[Literal["positive", "negative", "all"] | None, doc(
+        "trajectories to keep (default positive: negatives are not SFT data)")] = None
+    save_to_disk: Annotated[bool, doc("hf only: also write an Arrow copy (needs `datasets`)")] = False
+
+
+EXPORT_CLI = ConfigCLI(ExportConfig, positional=("run_dir",), config_file=False)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="magnet export", description="Export a run's trajectories or pairs as training files.")
-    parser.add_argument("run_dir", type=Path, help="a run directory (the --out of `magnet generate`)")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="openai | sharegpt | hf | bfcl")
-    parser.add_argument("--out", required=True, type=Path, help="output file (openai, sharegpt) or folder (hf, bfcl)")
-    parser.add_argument("--kind", default="trajectories", choices=("trajectories", "pairs"), help="what to export")
-    parser.add_argument("--mode", default=None, choices=MODES,
-                        help=f"{MODE_HELP} (default prompt; not for --format bfcl, which is BFCL's own data format)")
-    parser.add_argument("--polarity", choices=("positive", "negative", "all"), default=None,
-                        help="trajectories to keep (default positive: negatives are not SFT data)")
-    parser.add_argument("--save-to-disk", action="store_true", help="hf only: also write an Arrow copy (needs `datasets`)")
-    args = parser.parse_args(argv)
+    EXPORT_CLI.add_arguments(parser)
+    args = EXPORT_CLI.load(parser.parse_args(argv))
     if args.polarity is not None and args.kind == "pairs":
         raise UserInputError("--polarity applies to trajectories; a pair holds one of each: drop --polarity")
     if args.mode is not None and args.format == "bfcl":
         raise UserInputError("--mode does not apply to --format bfcl (BFCL's harness renders its data in either mode); drop --mode")
-    summary = export(args.run_dir, args.format, args.out, kind=args.kind, polarity=args.polarity or "positive",
+    summary = export(Path(args.run_dir), args.format, Path(args.out), kind=args.kind, polarity=args.polarity or "positive",
                      save_to_disk=args.save_to_disk, mode=args.mode or "prompt")
     for line in summary["damaged_spans"]:
         print(f"magnet export: warning: skipped {line}", file=sys.stderr)

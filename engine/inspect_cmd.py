@@ -14,11 +14,12 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
 
+from engine.config_cli import ConfigCLI, doc
 from engine.errors import UserInputError
 from engine.reasons import reason_key
 from engine.records import RECORD_KINDS
@@ -167,16 +168,23 @@ def _print_rich(report: dict[str, Any]) -> None:
             console.print(text, markup=False, highlight=False)
 
 
+class InspectConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What `magnet inspect` shows."""
+
+    run_dir: Annotated[str, doc("a run directory (the --out of `magnet generate`)")]
+    samples: Annotated[int, doc("records to show per kind", ge=0)] = 1
+    kind: Annotated[Literal[tuple(RECORD_KINDS)] | None, doc("only this record kind")] = None  # type: ignore[valid-type]
+    json: Annotated[bool, doc("print one JSON document instead of tables")] = False
+
+
+INSPECT_CLI = ConfigCLI(InspectConfig, positional=("run_dir",), config_file=False)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="magnet inspect", description="Counts, sizes, damage and samples of a run directory.")
-    parser.add_argument("run_dir", type=Path, help="a run directory (the --out of `magnet generate`)")
-    parser.add_argument("--samples", type=int, default=1, help="records to show per kind (default 1)")
-    parser.add_argument("--kind", choices=list(RECORD_KINDS), default=None, help="only this record kind")
-    parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
-    args = parser.parse_args(argv)
-    if args.samples < 0:
-        raise UserInputError(f"--samples {args.samples} is negative; pass 0 or more")
-    report = inspect_run(args.run_dir, samples=args.samples, kind=args.kind)
+    INSPECT_CLI.add_arguments(parser)
+    args = INSPECT_CLI.load(parser.parse_args(argv))
+    report = inspect_run(Path(args.run_dir), samples=args.samples, kind=args.kind)
     if args.json:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:

@@ -13,7 +13,11 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 from pathlib import Path
+from typing import Annotated
 
+import msgspec
+
+from engine.config_cli import ConfigCLI, doc
 from engine.errors import UserInputError
 from engine.records import DeadLetter
 from engine.store import MANIFEST, REQUEUED, RunStore, read_manifest
@@ -44,21 +48,31 @@ def requeue(run_dir: Path, *, stages: list[str], match: str, dry_run: bool) -> l
     return letters
 
 
+class RequeueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Which dead letters `magnet requeue` makes pending again."""
+
+    run_dir: Annotated[str, doc("a run directory (the --out of `magnet generate`)")]
+    stage: Annotated[list[str], doc("only letters of these stages, e.g. translate")] = []
+    match: Annotated[str, doc("only letters whose error contains this text (case-insensitive)")] = ""
+    dry_run: Annotated[bool, doc("list what would be requeued, change nothing")] = False
+
+
+REQUEUE_CLI = ConfigCLI(RequeueConfig, positional=("run_dir",), config_file=False)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="magnet requeue", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path, help="a run directory (the --out of `magnet generate`)")
-    parser.add_argument("--stage", action="append", default=[], help="only letters of this stage (repeatable), e.g. translate")
-    parser.add_argument("--match", default="", help="only letters whose error contains this text (case-insensitive)")
-    parser.add_argument("--dry-run", action="store_true", help="list what would be requeued, change nothing")
-    args = parser.parse_args(argv)
-    if not args.run_dir.is_dir():
-        raise UserInputError(f"run directory {args.run_dir} does not exist; pass the --out of a generate run")
-    letters = requeue(args.run_dir, stages=args.stage, match=args.match, dry_run=args.dry_run)
+    REQUEUE_CLI.add_arguments(parser)
+    args = REQUEUE_CLI.load(parser.parse_args(argv))
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UserInputError(f"run directory {run_dir} does not exist; pass the --out of a generate run")
+    letters = requeue(run_dir, stages=args.stage, match=args.match, dry_run=args.dry_run)
     if not letters:
-        print(f"{args.run_dir} has no dead letters to requeue; nothing changed")
+        print(f"{run_dir} has no dead letters to requeue; nothing changed")
     elif args.dry_run:
         print(f"would requeue {len(letters)} dead letters ({_stages(letters)}); nothing changed (--dry-run)")
     else:
         print(f"requeued {len(letters)} dead letters ({_stages(letters)}); the next `magnet generate` with the same "
-              f"settings runs them again; their errors are kept in {args.run_dir / REQUEUED}")
+              f"settings runs them again; their errors are kept in {run_dir / REQUEUED}")
     return 0

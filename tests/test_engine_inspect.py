@@ -93,7 +93,7 @@ def test_bad_input(tmp_path, capsys):
     for argv, fragment in [
         (["inspect", str(tmp_path / "missing")], "does not exist"),
         (["inspect", str(tmp_path / "empty")], "is not a magnet run directory"),
-        (["inspect", str(tmp_path / "empty"), "--samples", "-1"], "--samples -1 is negative"),
+        (["inspect", str(tmp_path / "empty"), "--samples", "-1"], "--samples -1: Expected `int` >= 0"),
     ]:
         assert cli(argv) == 2
         err = capsys.readouterr().err.strip()
