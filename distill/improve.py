@@ -15,7 +15,7 @@ in ``OUT/round-N/``, each stage skipped when its marker says it finished:
 6. decide: the new checkpoint becomes current when its held-out score did not fall; else the
    loop stops and keeps the best.
 
-With --overlap (the default) and a round whose generation needs nothing of the model being trained
+With --overlap and a round whose generation needs nothing of the model being trained
 (a teacher other than self, negatives not mined), that round's target and generation run in the
 background while the previous round trains, steered by the previous round's probe (one round
 stale; distill/improve_overlap.py). Each round still probes its own starting model.

@@ -50,7 +50,9 @@ class ImproveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     student_rollouts: Annotated[int, doc("unhinted rollouts of the current model per episode when mining its mistakes")] = 2
     overlap: Annotated[bool, doc(
         "when a round's generation needs nothing of the model being trained (teacher is not self, negatives are not "
-        "mined), run it while the previous round trains; its path mixture is then tilted by the previous round's probe")] = True
+        "mined), run it while the previous round trains; its path mixture is then tilted by the previous round's probe. "
+        "Off by default: on a small CPU machine the generation's own CPU work slows training more than it saves "
+        "(bench/results/improve_overlap.md)")] = False
     probe_per_kind: Annotated[int, doc("probe episodes per stratum (the split whose failures steer the round)")] = 4
     eval_per_kind: Annotated[int, doc("held-out episodes per stratum (the split that picks the checkpoint)")] = 6
     kinds: Annotated[list[str], doc("strata probed and evaluated: " + ", ".join(STRATA))] = msgspec.field(

@@ -205,7 +205,7 @@ def test_tilt_puts_failing_strata_first_and_keeps_a_floor():
 
 # Every round taught by the simulator with perturbed negatives: round 1's generation needs nothing of
 # the model round 0 trains, so it runs while round 0 trains.
-OVERLAP_CONFIG = CONFIG.replace('rounds = 1\n', 'rounds = 2\nteacher = "sim"\n')
+OVERLAP_CONFIG = CONFIG.replace('rounds = 1\n', 'rounds = 2\nteacher = "sim"\noverlap = true\n')
 
 
 @pytest.mark.slow
@@ -258,11 +258,11 @@ def test_overlap_only_when_generation_needs_no_model_being_trained(tiny, tmp_pat
     def loop(*flags: str) -> Loop:
         return Loop(load_config(["--model", str(tiny), "--out", str(tmp_path / "x"), *flags]))
 
-    sim = loop("--teacher", "sim", "--negatives", "perturb", "--rounds", "3")
+    sim = loop("--teacher", "sim", "--negatives", "perturb", "--rounds", "3", "--overlap")
     assert [sim.overlapped(n) for n in range(3)] == [False, True, True]  # round 0 has no round before it
-    assert not any(loop("--teacher", "sim", "--negatives", "mined").overlapped(n) for n in range(3))  # mines the model
-    assert not any(loop("--bootstrap-teacher", "sim", "--negatives", "perturb").overlapped(n) for n in range(3))  # self
-    assert not any(loop("--teacher", "sim", "--negatives", "perturb", "--no-overlap").overlapped(n) for n in range(3))
+    assert not any(loop("--teacher", "sim", "--negatives", "mined", "--overlap").overlapped(n) for n in range(3))  # mines it
+    assert not any(loop("--bootstrap-teacher", "sim", "--negatives", "perturb", "--overlap").overlapped(n) for n in range(3))
+    assert not any(loop("--teacher", "sim", "--negatives", "perturb").overlapped(n) for n in range(3))  # off by default
 
 
 def test_a_background_generation_failure_is_raised_where_the_loop_joins_it():
