@@ -49,6 +49,7 @@ def run_variant(name: str, author: str, grammar: bool, overrides: dict[str, str]
     config.write_text("\n".join([
         'teacher = "vllm:smollm2"', f'author = "{author}"', 'rollout_mode = "prompt"', f"paths = {paths}", "draw_factor = 1.0",
         f"seed = {seed}", 'card_tokenizer = ""', f"rollout_grammar = {str(grammar).lower()}", f'prompts_dir = "{prompts}"',
+        "few_shot = true",  # the baseline turns the examples off by an empty examples file
         "[teacher_options]", "timeout_s = 900.0", "[teacher_options.options]", "max_model_len = 8192"]) + "\n")
     out = work / name
     started = time.monotonic()

@@ -52,6 +52,9 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rollout_grammar: Annotated[bool, doc(
         "prompt-mode rollouts on a vLLM teacher: its structured outputs force each answer to be a BFCL call list over "
         "the offered functions or plain text (the form only; verification is unchanged); other backends answer freely")] = False
+    few_shot: Annotated[bool, doc(
+        "add distill/prompts/positive_examples.txt (one worked example per hint shape) to the hinted teacher's "
+        "instructions: a few hundred tokens per rollout, meant for small teachers; no gain measured yet")] = False
     temperature: Annotated[float, doc("sampling temperature of first attempts")] = 0.0
     retry_temperature: Annotated[float, doc("temperature of later attempts, so a retry can differ")] = 0.7
     max_tokens: Annotated[int, doc("completion token limit per teacher call (rollout steps, reference calls, judge)")] = 512
@@ -100,7 +103,7 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for volatile in ("out", "concurrency", "teacher_options", "price_in", "price_out", "card_tokenizer",
                          "ray", "ray_actors", "ray_block", "ray_gpus"):
             data.pop(volatile, None)
-        for added, default in (("author", ""), ("rollout_grammar", False)):
+        for added, default in (("author", ""), ("rollout_grammar", False), ("few_shot", False)):
             if data[added] == default:
                 del data[added]  # runs from before the field existed keep their fingerprint
         return data

@@ -39,7 +39,7 @@ class Distiller:
     def _params(self, instructions: str, seed: int, temperature: float) -> RolloutParams:
         cfg = self.cfg
         text = self.prompts.text(instructions) if instructions else ""
-        if instructions == "positive_system" and self.prompts.text("positive_examples").strip():
+        if instructions == "positive_system" and cfg.few_shot and self.prompts.text("positive_examples").strip():
             # One worked example per hint shape: small teachers copy a form they were shown far better than one described.
             text = f"{text}\n\n{self.prompts.text('positive_examples').strip()}"
         return RolloutParams(mode=cfg.rollout_mode, instructions=text, seed=seed,

@@ -166,9 +166,11 @@ def test_hinted_teacher_instructions_carry_one_example_per_hint_shape(pool, tmp_
     examples = Prompts().text("positive_examples")
     for shape in ("[get_weather(", "[get_price(item=\"tea\"), get_price(", "] then [", "[Hint]: miss function", "[Hint]: miss param"):
         assert shape in examples
-    d = Distiller(pool, SimTeacher(), GenerateConfig())
+    d = Distiller(pool, SimTeacher(), GenerateConfig(few_shot=True))
     assert d._params("positive_system", 0, 0.0).instructions.endswith(examples.strip())
     assert examples not in d._params("negative_system", 0, 0.0).instructions  # the negative prompt stays as it was
+    plain = Distiller(pool, SimTeacher(), GenerateConfig())  # off by default: no gain measured yet, tokens on every rollout
+    assert plain._params("positive_system", 0, 0.0).instructions == Prompts().text("positive_system")
     (tmp_path / "positive_examples.txt").write_text("")
-    bare = Distiller(pool, SimTeacher(), GenerateConfig(prompts_dir=str(tmp_path)))
+    bare = Distiller(pool, SimTeacher(), GenerateConfig(prompts_dir=str(tmp_path), few_shot=True))
     assert bare._params("positive_system", 0, 0.0).instructions == Prompts().text("positive_system")
