@@ -2,7 +2,7 @@
 
 ``TestsetSpec`` decides the episodes (which toolkits, which path kinds, how many, which seeds,
 which author): it is stored in the test set's manifest, and a later run that reuses the test set
-takes it from there. ``EvalPathsConfig`` adds the model under test and its sampling.
+takes it from there. ``EvalPathsConfig`` adds the model under test, its sampling and where it runs (--ray).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import msgspec
 
 from engine.config_cli import doc
 from engine.errors import UserInputError
+from engine.ray_leases import RayActors, RayAddress, RayBlock, RayGpus
 
 # Test-set paths are drawn from seeds offset by this, so they never share a random stream with
 # training paths (`magnet generate` seeds are small integers). Recorded in the test set manifest.
@@ -73,7 +74,11 @@ class EvalPathsConfig(TestsetSpec, kw_only=True, forbid_unknown_fields=True):
     mode: Annotated[Literal["prompt", "fc"], doc(
         "prompt = BFCL's system prompt listing the functions, calls written as Python text (the paper's, as "
         "training uses it); fc = the tools block and native tool calls")] = "prompt"
-    concurrency: Annotated[int, doc("episodes in flight at once")] = 16
+    concurrency: Annotated[int, doc("episodes in flight at once (with --ray: per actor)")] = 16
+    ray: RayAddress = ""
+    ray_actors: RayActors = 0
+    ray_block: RayBlock = 8
+    ray_gpus: RayGpus = 0.0
     max_tokens: Annotated[int, doc("completion token limit of one model answer")] = 512
     temperature: Annotated[float, doc("sampling temperature of the model under test")] = 0.0
     max_steps_per_turn: Annotated[int, doc("assistant messages allowed per user turn, the final text included")] = 6

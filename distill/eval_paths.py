@@ -17,7 +17,11 @@ Two stages, both run through the engine's scheduler (concurrent, resumable: reru
    real on a fresh toolkit; grade it (distill/eval_grade.py: final state per turn, reference
    outputs, no call where none is due, grounded values) and store the conversation with its
    grade. Then report.md and report.json: scores per path kind and per toolkit, failures with
-   their first wrong step.
+   their first wrong step. With ``--ray ADDRESS`` the episodes are leased to Ray actors, each
+   with its own client of the model built from --model (its own vLLM with --ray-gpus 1), through
+   the machinery of `magnet generate --ray` (engine/ray_leases.py); this process skips what is
+   stored, stores the rest and writes the report, so resuming is the same. The test set is
+   authored here either way (the author is usually the simulator).
 """
 
 from __future__ import annotations
@@ -68,13 +72,19 @@ def fingerprint(fields: dict[str, Any]) -> str:
 
 
 def teacher_kwargs(options: dict[str, Any], spec: str, **defaults: Any) -> dict[str, Any]:
-    """``make_teacher`` overrides: TeacherConfig fields as they are, anything else a backend option."""
+    """``make_teacher`` overrides: TeacherConfig fields as they are, an ``options`` table and anything else backend options."""
     from engine.teachers import TeacherConfig
 
     backend = dict(VLLM_DEFAULT_OPTIONS) if spec.startswith("vllm:") else {}
     fields = {k: v for k, v in options.items() if k in TeacherConfig.__struct_fields__ and k != "options"}
-    backend |= {k: v for k, v in options.items() if k not in fields}
+    backend |= options.get("options", {}) | {k: v for k, v in options.items() if k not in fields and k != "options"}
     return defaults | fields | ({"options": backend} if backend else {})
+
+
+def model_kwargs(config: EvalPathsConfig, spec: str) -> dict[str, Any]:
+    """``make_teacher`` overrides of the model under test. A truncated or garbled answer is the model's answer:
+    the backend never re-asks."""
+    return teacher_kwargs(config.teacher_options, spec, max_bad_answer_retries=0)
 
 
 # -- stage 1: the test set ----------------------------------------------------------------------------
@@ -179,46 +189,89 @@ def testset_episodes(folder: Path, spec: TestsetSpec) -> list[Any]:
     return out
 
 
+class EpisodeEval:
+    """One episode -> its graded conversation, the records to store. The same object runs the episodes in
+    this process and, built by ``actor_eval``, in each Ray actor (an ``engine.ray_worker.Work``)."""
+
+    def __init__(self, config: EvalPathsConfig, pool: Any, model: Any):
+        from distill.rollout import RolloutParams
+        from distill.spend import Spend
+
+        self.config, self.pool, self.model = config, pool, model
+        self.params = RolloutParams(mode=config.mode, seed=config.seed, temperature=config.temperature, max_tokens=config.max_tokens,
+                                    max_steps=config.max_steps_per_turn, answer_retries=config.answer_retries)
+        self.spend = Spend()
+
+    async def run(self, episode: Any) -> list[tuple[str, Any]]:
+        from distill.eval_grade import grade
+        from distill.parsers import parse_message
+        from distill.rollout import roll_out
+        from distill.verify import replay_reference
+        from engine.records import Trajectory
+
+        reference = replay_reference(self.pool, episode)
+        rollout = await roll_out(self.model, episode, self.pool, None, self.params, parse_message)
+        self.spend.absorb(rollout.spend)
+        g = grade(rollout, episode, reference)
+        return [("trajectories", Trajectory(
+            id=episode.id, episode_id=episode.id, polarity="positive" if g.passed else "negative", tools=rollout.tools,
+            turn_tools=rollout.turn_tools, messages=rollout.messages, teacher=self.model.name, hints=rollout.hints,
+            source=f"eval:{self.config.mode}", error_types=[] if g.passed else [g.reason], verification=g.verification(rollout),
+            usage=rollout.spend.as_dict()))]
+
+    def counters(self) -> dict[str, float]:
+        from engine.ray_worker import work_counters
+
+        return work_counters(self.spend)
+
+    async def aclose(self) -> None:
+        await self.model.aclose()
+
+
+def actor_eval(config_data: dict[str, Any], toolkits: list[str], replay: list[Any] | None, keys: dict[str, Any],
+               actors: int) -> EpisodeEval:
+    """Built inside each Ray actor: its own tool pool and its own client of the model under test, made from the
+    spec as this process makes it (``replay``: the test set's episodes when the model is the reference replay)."""
+    from distill.eval_replay import ReplayModel
+    from engine.ray_limit import actor_teacher
+    from graph.pool import tool_pool
+
+    config = msgspec.convert(config_data, EvalPathsConfig)
+    model = ReplayModel(replay) if replay is not None else actor_teacher(config.model, model_kwargs(config, config.model), keys, actors)
+    return EpisodeEval(config, tool_pool(toolkits), model)
+
+
 async def evaluate(config: EvalPathsConfig, spec: TestsetSpec, folder: Path, pool: Any, model: Any, store: Any, *,
                    progress: bool) -> dict[str, Any]:
-    """Every episode of the test set through ``model`` (None = the replay of the references), graded and stored."""
-    from distill.eval_grade import grade
+    """Every episode of the test set through ``model`` (None = the replay of the references), graded and stored.
+    With ``config.ray`` Ray actors run the episodes, each with a model of its own built from ``config.model``
+    (``model`` then only stands for it here); this process still skips what is stored and stores the rest."""
     from distill.eval_replay import ReplayModel
-    from distill.parsers import parse_message
-    from distill.rollout import RolloutParams, roll_out
-    from distill.spend import Spend
-    from distill.verify import replay_reference
-    from engine.records import Episode, Trajectory
     from engine.scheduler import run_jobs
 
     episodes = testset_episodes(folder, spec)
     if not episodes:
         raise UserInputError(f"test set {folder} holds no episodes (the author translated no path); "
                              f"see why with `magnet inspect {folder}`, then try another --author or --toolkits")
-    model = model or ReplayModel(episodes)
-    params = RolloutParams(mode=config.mode, seed=config.seed, temperature=config.temperature, max_tokens=config.max_tokens,
-                           max_steps=config.max_steps_per_turn, answer_retries=config.answer_retries)
-    spend = Spend()
-
-    async def job(episode: Episode) -> list[tuple[str, Any]]:
-        reference = replay_reference(pool, episode)
-        rollout = await roll_out(model, episode, pool, None, params, parse_message)
-        spend.absorb(rollout.spend)
-        g = grade(rollout, episode, reference)
-        return [("trajectories", Trajectory(
-            id=episode.id, episode_id=episode.id, polarity="positive" if g.passed else "negative", tools=rollout.tools,
-            turn_tools=rollout.turn_tools, messages=rollout.messages, teacher=model.name, hints=rollout.hints,
-            source=f"eval:{config.mode}", error_types=[] if g.passed else [g.reason], verification=g.verification(rollout),
-            usage=rollout.spend.as_dict()))]
-
+    work = EpisodeEval(config, pool, model or ReplayModel(episodes))
+    leases = None  # engine.ray_leases.LeasePool with --ray
     started = time.monotonic()
     try:
-        run = await run_jobs(episodes, job, store, item_id=lambda e: e.id, stage="eval", max_in_flight=config.concurrency,
-                             total=len(episodes), progress=progress)
+        if config.ray:
+            from engine.ray_leases import start_pool
+
+            replay = episodes if model is None else None
+            leases = start_pool(config, actor_eval, (msgspec.to_builtins(config), spec.toolkits, replay), concurrency=config.concurrency,
+                                specs=[] if model is None else [config.model], rpm=config.teacher_options.get("rpm"), spend=work.spend)
+        run = await run_jobs(episodes, leases.run if leases else work.run, store, item_id=lambda e: e.id, stage="eval",
+                             max_in_flight=leases.capacity if leases else config.concurrency, total=len(episodes), progress=progress)
     finally:
-        await model.aclose()
-    report = write_report(config, spec, folder, episodes, store.run_dir, run, spend, time.monotonic() - started)
-    store.write_manifest({"eval_paths": {"overall": report["overall"], "testset": str(folder)}})
+        if leases is not None:
+            await leases.close()
+        await work.aclose()
+    report = write_report(config, spec, folder, episodes, store.run_dir, run, work.spend, time.monotonic() - started)
+    ray = {"ray": leases.stats()} if leases is not None else {}
+    store.write_manifest({"eval_paths": {"overall": report["overall"], "testset": str(folder), **ray}})
     return report
 
 
@@ -257,9 +310,10 @@ async def _eval(config: EvalPathsConfig, given: set[str], args: argparse.Namespa
     pool = tool_pool(spec.toolkits)
     progress = getattr(args, "progress", True)
     # Built (specs checked; nothing connects yet) before anything is written: a mistyped --model or --author
-    # leaves no trace. A truncated or garbled answer is the model's answer: the backend never re-asks.
+    # leaves no trace. With --ray the model built here only stands for the actors' own (see evaluate).
+    assert not (config.ray and build is not None), "--ray: the actors build the model from its spec, none is handed in"
     author = make_teacher(spec.author, **teacher_kwargs(config.teacher_options, spec.author))
-    build = build or (lambda spec: make_teacher(spec, **teacher_kwargs(config.teacher_options, spec, max_bad_answer_retries=0)))
+    build = build or (lambda spec: make_teacher(spec, **model_kwargs(config, spec)))
     model = None if config.model == "replay" else build(config.model)
     # The results folder is opened first: the default test set lives inside it.
     store = RunStore.open(Path(config.out).expanduser(), force=getattr(args, "force", False),

@@ -3,7 +3,9 @@
 Built from what the run folder stores (one trajectory per evaluated episode, its verification
 holding the grade; dead letters for episodes the model's server rejected), so an interrupted or
 resumed evaluation reports exactly what is on disk. An episode that spans several toolkits
-counts in each of their rows. ``accuracy`` holds the model to every check of
+counts in each of their rows. ``by_function`` counts, per function an episode calls, the episodes
+that test it and those whose first wrong step involves it (`magnet improve` tilts generation
+toward the functions failed most often). ``accuracy`` holds the model to every check of
 ``distill.eval_grade``; ``state_accuracy`` drops the grounding check (a right guess passes).
 """
 
@@ -22,11 +24,28 @@ _ERROR_LINE = re.compile(r"turn (-?\d+): (\w+): (.*)", re.DOTALL)
 MARKDOWN_FAILURES = 40  # the JSON report lists them all
 
 
+def turn_functions(episode: Episode, turn: int) -> list[str]:
+    """The functions a turn is about: its reference calls; a miss_func or irrelevance turn's withheld
+    function; a miss_param turn's, whose calls come in the restoring turn after it."""
+    if not 0 <= turn < len(episode.turns):
+        return []
+    t = episode.turns[turn]
+    if t.label == "miss_param" and not t.calls:
+        return turn_functions(episode, turn + 1)
+    names = [c.name for c in t.calls] + (list(t.missing) if t.label == "miss_func" else [])
+    return sorted(set(names))
+
+
 def episode_row(episode: Episode, result: Trajectory | DeadLetter) -> dict[str, Any]:
-    """One evaluated episode: pass, or its reason and first wrong step (turn, expected, got)."""
-    row: dict[str, Any] = {"episode": episode.id, "kind": stratum_of_id(episode.path_id), "toolkits": list(episode.toolkits)}
+    """One evaluated episode: pass, or its reason and first wrong step (turn, expected, got, and
+    ``step_functions``, the functions that step is about)."""
+    functions = sorted({f for h in range(len(episode.turns)) for f in turn_functions(episode, h)})
+    row: dict[str, Any] = {"episode": episode.id, "kind": stratum_of_id(episode.path_id), "toolkits": list(episode.toolkits),
+                           "functions": functions}
     if isinstance(result, DeadLetter):
-        return row | {"passed": False, "reason": "model_error", "turn": None, "detail": result.error[:300], "expected": "", "got": ""}
+        # The server refused the request (a context limit, say): no step of the model's was wrong.
+        return row | {"passed": False, "reason": "model_error", "turn": None, "detail": result.error[:300], "expected": "", "got": "",
+                      "step_functions": []}
     check = result.verification
     if check is None or check.ok:
         return row | {"passed": check is not None}
@@ -35,7 +54,8 @@ def episode_row(episode: Episode, result: Trajectory | DeadLetter) -> dict[str, 
     spans = turn_spans(result.messages)
     got = said(spans[turn]) if turn is not None and 0 <= turn < len(spans) else ""
     return row | {"passed": False, "reason": reason, "turn": turn, "detail": detail,
-                  "expected": expected_text(episode, turn) if turn is not None else "", "got": got}
+                  "expected": expected_text(episode, turn) if turn is not None else "", "got": got,
+                  "step_functions": turn_functions(episode, turn) if turn is not None else []}
 
 
 def _score(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -45,6 +65,13 @@ def _score(rows: list[dict[str, Any]]) -> dict[str, Any]:
     reasons = Counter(r["reason"] for r in rows if not r["passed"])
     return {"n": n, "passed": passed, "accuracy": round(passed / n, 4) if n else None,
             "state_accuracy": round(lenient / n, 4) if n else None, "reasons": dict(reasons.most_common())}
+
+
+def by_function(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Function -> episodes that call it (``n``) and episodes whose first wrong step is about it (``failed``)."""
+    tested = Counter(f for r in rows for f in r.get("functions", ()))
+    failed = Counter(f for r in rows if not r["passed"] for f in r.get("step_functions", ()))
+    return {f: {"n": tested[f], "failed": failed[f]} for f in sorted(tested)}
 
 
 def _kind_order(kind: str) -> tuple[int, str]:
@@ -63,7 +90,7 @@ def build_report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, 
     failures = sorted((r for r in rows if not r["passed"]), key=lambda r: (_kind_order(r["kind"]), r["episode"]))
     return {**meta, "overall": _score(rows) | {
                 "accuracy_macro": round(sum(accuracies) / len(accuracies), 4) if accuracies else None},
-            "by_kind": kinds, "by_toolkit": {tk: _score(by_toolkit[tk]) for tk in sorted(by_toolkit)},
+            "by_kind": kinds, "by_toolkit": {tk: _score(by_toolkit[tk]) for tk in sorted(by_toolkit)}, "by_function": by_function(rows),
             "reasons": dict(REASONS), "failures": failures}
 
 

@@ -8,6 +8,7 @@ import msgspec
 
 from engine.config_cli import doc
 from engine.errors import UserInputError
+from engine.ray_leases import RAY_FIELDS, RayActors, RayAddress, RayBlock, RayGpus
 
 # Phrases that, at the end of a turn, mean a call failed (the paper filters "Bad request", "does not match").
 DEFAULT_FAILURE_PHRASES = ("bad request", "does not match", "error", "failed", "unknown function", "traceback")
@@ -40,13 +41,10 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     path_options: Annotated[dict[str, Any], doc("extra fields of graph.paths_config.PathConfig (walk length, p_merge, ...)")] = {}
     seed: Annotated[int, doc("seed of path sampling, toolkit state, tool-order shuffling and teacher sampling")] = 0
     concurrency: Annotated[int, doc("paths worked on at once (each is a conversation of many dependent calls)")] = 16
-    ray: Annotated[str, doc(
-        "run the paths on Ray actors: a cluster address (HOST:PORT, or auto) or local (start a private one); "
-        "empty = this process. The driver still draws the paths and writes the run folder")] = ""
-    ray_actors: Annotated[int, doc("Ray actors, each working on --concurrency paths at once; 0 = one per ray_gpus GPUs when "
-                                   "ray_gpus > 0, else one per CPU of the cluster", ge=0)] = 0
-    ray_block: Annotated[int, doc("paths leased to an actor per Ray call (results still come back path by path)", ge=1)] = 8
-    ray_gpus: Annotated[float, doc("GPUs each Ray actor reserves (1 = one local vLLM teacher per GPU)", ge=0)] = 0.0
+    ray: RayAddress = ""
+    ray_actors: RayActors = 0
+    ray_block: RayBlock = 8
+    ray_gpus: RayGpus = 0.0
     structured_outputs: Annotated[bool, doc("send response_format json_schema for translation and judging (keeps small models' JSON valid); off = "
                                             "parse free text")] = True
     rollout_grammar: Annotated[bool, doc(
@@ -100,8 +98,7 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def fingerprint_fields(self) -> dict[str, Any]:
         """What decides the run's content: resuming with other values would mix two datasets."""
         data = msgspec.to_builtins(self)
-        for volatile in ("out", "concurrency", "teacher_options", "price_in", "price_out", "card_tokenizer",
-                         "ray", "ray_actors", "ray_block", "ray_gpus"):
+        for volatile in ("out", "concurrency", "teacher_options", "price_in", "price_out", "card_tokenizer", *RAY_FIELDS):
             data.pop(volatile, None)
         for added, default in (("author", ""), ("rollout_grammar", False), ("few_shot", False)):
             if data[added] == default:

@@ -6,12 +6,14 @@ Before round 0 the starting model is scored on the held-out split (``base``). Th
 in ``OUT/round-N/``, each stage skipped when its marker says it finished:
 
 1. probe: `magnet eval paths` of the current model on the probe split (OUT/testsets/probe);
-2. target: the path mixture tilted toward the strata the probe failed (target.json);
+2. target: the path mixture tilted toward the strata the probe failed, and function choice toward
+   the functions its first wrong steps were about (target.json; distill/improve_target.py);
 3. generate: `magnet generate` with the current model as its own hinted teacher in prompt mode
    (or the named --teacher; round 0 may use --bootstrap-teacher, e.g. the simulator), episodes
    written by --author, negatives mined from the current model's own mistakes;
 4. train_sft, then train_mdpo on the round's pairs, continuing from the current checkpoint;
-5. eval: the new checkpoint (served by vLLM) on the held-out split (OUT/testsets/heldout);
+5. eval: the new checkpoint (served by vLLM) on the held-out split (OUT/testsets/heldout), and on
+   the BFCL subset of --bfcl-categories when set (the base model too; reported, never choosing);
 6. decide: the new checkpoint becomes current when its held-out score did not fall; else the
    loop stops and keeps the best.
 
@@ -19,6 +21,11 @@ With --overlap and a round whose generation needs nothing of the model being tra
 (a teacher other than self, negatives not mined), that round's target and generation run in the
 background while the previous round trains, steered by the previous round's probe (one round
 stale; distill/improve_overlap.py). Each round still probes its own starting model.
+
+With --ray ADDRESS the probe, generation and evaluation stages lease their episodes and paths to
+Ray actors (as `magnet eval paths --ray` and `magnet generate --ray`); each actor serves the
+checkpoint itself (its own vLLM on the GPU --ray-gpus gives it). Test sets are still authored
+here, and training and BFCL run here.
 
 rounds.json, report.md and rounds.png are rewritten after every round. kill -9 at any point and
 rerun the same command: finished stages are skipped, the interrupted one resumes.
@@ -40,10 +47,11 @@ from distill.improve_serve import Served
 from distill.improve_stages import Stages
 from engine.config_cli import ConfigCLI
 from engine.errors import UserInputError
+from engine.ray_leases import RAY_FIELDS
 
 CONFIG_FILE = "improve_config.json"
 # Changing these on a resumed loop does not change what finished stages mean.
-RESUMABLE_CHANGES = ("rounds", "out", "concurrency")
+RESUMABLE_CHANGES = ("rounds", "out", "concurrency", *RAY_FIELDS)
 
 
 # Every option is an ImproveConfig field; a TOML file may hold them flat or under [improve].
@@ -89,6 +97,13 @@ class Loop:
 
     # -- stages -------------------------------------------------------------------------------
 
+    def placement(self) -> dict[str, Any]:
+        """A probe, generation or evaluation config's fields for where it runs: with --ray, the Ray fields and the
+        options every actor builds (and serves) the checkpoint with from its spec; none without."""
+        if not self.cfg.ray:
+            return {}
+        return {f: getattr(self.cfg, f) for f in RAY_FIELDS} | {"teacher_options": self.served.teacher_overrides()}
+
     def eval_paths(self, checkpoint: str, folder: Path, split: str) -> dict[str, Any]:
         """`magnet eval paths` of ``checkpoint`` on a split; the report's scores per stratum."""
         from distill.eval_config import EvalPathsConfig
@@ -99,8 +114,9 @@ class Loop:
         seed, per_kind = (cfg.seed, cfg.eval_per_kind) if split == "heldout" else (cfg.seed + 1, cfg.probe_per_kind)
         config = EvalPathsConfig(out=str(folder), testset=str(self.out / "testsets" / split), model=self.served.spec(checkpoint),
                                  toolkits=cfg.toolkits, author=cfg.author, kinds=cfg.kinds, per_kind=per_kind, seed=seed,
-                                 max_tokens=cfg.max_tokens, concurrency=cfg.concurrency)
-        build = self.served.builder(checkpoint, max_bad_answer_retries=0)  # a garbled answer is the model's answer
+                                 max_tokens=cfg.max_tokens, concurrency=cfg.concurrency, **self.placement())
+        # A garbled answer is the model's answer. With --ray the actors build the model (model_kwargs does the same).
+        build = None if cfg.ray else self.served.builder(checkpoint, max_bad_answer_retries=0)
         report = run(_eval(config, set(), argparse.Namespace(progress=False), build))
         if report.get("interrupted") or report["this_run"]["interrupted"]:
             raise KeyboardInterrupt
@@ -118,7 +134,8 @@ class Loop:
 
         self.served.stop()  # `magnet eval bfcl` serves the checkpoint itself
         code = bfcl_main(["--model", self.served.spec(checkpoint), "--categories", *self.cfg.bfcl_categories,
-                          "--limit", str(self.cfg.bfcl_limit), "--out", str(folder), "--no-progress",
+                          "--limit", str(self.cfg.bfcl_limit),
+                          *[f"--category-limit={k}={v}" for k, v in self.cfg.bfcl_category_limits.items()], "--out", str(folder), "--no-progress",
                           "--max-tokens", str(self.cfg.max_tokens)])
         if code:
             raise KeyboardInterrupt
@@ -150,8 +167,8 @@ class Loop:
                               student=me if cfg.negatives == "mined" and me else "", negatives=cfg.negatives,
                               rollout_mode=cfg.rollout_mode, paths=cfg.positives, draw_factor=cfg.draw_factor,
                               path_options=target["path_options"], seed=cfg.seed + n, concurrency=cfg.concurrency,
-                              max_tokens=cfg.max_tokens, student_rollouts=cfg.student_rollouts, card_tokenizer="")
-        build = self.served.builder(current) if current is not None and me in (gcfg.teacher, gcfg.student) else None
+                              max_tokens=cfg.max_tokens, student_rollouts=cfg.student_rollouts, card_tokenizer="", **self.placement())
+        build = self.served.builder(current) if current is not None and me in (gcfg.teacher, gcfg.student) and not cfg.ray else None
         summary = run(_generate(gcfg, argparse.Namespace(progress=False, force=False), build))
         if summary["interrupted"]:
             raise KeyboardInterrupt
@@ -231,8 +248,8 @@ class Loop:
     def round(self, n: int, current: str, best: float) -> dict[str, Any]:
         folder = self.out / f"round-{n}"
         st = Stages(folder)
-        probe = st.run("probe", lambda: self.eval_paths(current, folder / "probe", "probe")
-                       | {"bfcl": self.bfcl(current, folder / "bfcl_probe")})
+        # No BFCL at the probe: the checkpoint probed was scored on BFCL by the evaluation before it.
+        probe = st.run("probe", lambda: self.eval_paths(current, folder / "probe", "probe"))
         if self.overlapped(n):
             if n in self.ahead:  # started while round n-1 trained; normally finished (joined before its evaluation)
                 self.ahead.pop(n).join()
@@ -256,7 +273,7 @@ class Loop:
                     | {"bfcl": self.bfcl(checkpoint, folder / "bfcl_eval")})
         decision = st.run("decide", lambda: {"score": ev["score"], "best_before": best, "accepted": ev["score"] >= best})
         return {"round": n, "teacher": teacher_label(gen["teacher"]), "categories": ev["categories"] | ev["bfcl"],
-                "probe": probe["categories"] | probe["bfcl"], "score": ev["score"], "positives": gen["positives"],
+                "probe": probe["categories"], "score": ev["score"], "positives": gen["positives"],
                 "pairs": gen["pairs"], "yield": gen["yield"], "tokens": gen["tokens"], "eval_tokens": probe["tokens"] + ev["tokens"],
                 "sft_steps": sft["steps"], "mdpo": mdpo.get("skipped") or f"{mdpo['steps']} steps",
                 "wall_s": st.wall_s(), "checkpoint": checkpoint, "accepted": decision["accepted"]}

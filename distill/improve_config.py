@@ -13,6 +13,7 @@ import msgspec
 from distill.eval_config import STRATA
 from engine.config_cli import doc
 from engine.errors import UserInputError
+from engine.ray_leases import RayActors, RayAddress, RayBlock, RayGpus
 
 # The teacher value that means "the model being improved, with hints" (context distillation on itself).
 SELF = "self"
@@ -60,14 +61,21 @@ class ImproveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tilt_floor: Annotated[float, doc(
         "least share of the path mixture any stratum keeps, so a stratum the model passes is still practised (0..1/strata)")] = 0.05
     max_tokens: Annotated[int, doc("completion token limit per model answer in probe, generation and evaluation")] = 384
-    concurrency: Annotated[int, doc("episodes or paths in flight at once")] = 16
+    concurrency: Annotated[int, doc("episodes or paths in flight at once (with --ray: per actor)")] = 16
+    # Probe, generation and evaluation on Ray actors; each actor serves the checkpoint itself from its spec (the
+    # checkpoint folder must be readable on every node), so the loop's own server is not started for them.
+    ray: RayAddress = ""
+    ray_actors: RayActors = 0
+    ray_block: RayBlock = 8
+    ray_gpus: RayGpus = 0.0
     seed: Annotated[int, doc("seed of generation (round N uses seed + N), test sets and training")] = 0
     mdpo: Annotated[bool, doc("train mDPO on the round's preference pairs after SFT (skipped when a round has none)")] = True
     sft_options: Annotated[dict[str, Any], doc("SFT config fields ([sft_options] table; train/sft_config.py), over mode = prompt")] = {}
     mdpo_options: Annotated[dict[str, Any], doc("mDPO config fields ([mdpo_options] table; train/mdpo_config.py), over mode = prompt")] = {}
-    bfcl_categories: Annotated[list[str], doc("BFCL categories also scored at probe and evaluation "
-                                              "(reported, not used to choose); empty = none")] = []
+    bfcl_categories: Annotated[list[str], doc("BFCL categories also scored at each evaluation (before round 0 "
+                                              "and after every round; reported, not used to choose); empty = none")] = []
     bfcl_limit: Annotated[int, doc("BFCL entries per category when bfcl_categories is set")] = 5
+    bfcl_category_limits: Annotated[dict[str, int], doc("BFCL entries of one category, over bfcl_limit (multi-turn prompts are long)")] = {}
 
     def __post_init__(self) -> None:
         if not self.out:

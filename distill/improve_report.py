@@ -1,15 +1,17 @@
 """The round report of `magnet improve`: rounds.json (the layout `magnet view` charts), report.md and rounds.png.
 
-Written from the stage markers alone after every stage, so a resumed loop rewrites the same report
-and a loop killed mid-way still has one for the rounds it finished.
+Written from the stage markers (and each round's target.json) alone after every stage, so a resumed
+loop rewrites the same report and a loop killed mid-way still has one for the rounds it finished.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 ROUNDS_JSON, REPORT_MD, PLOT_PNG = "rounds.json", "report.md", "rounds.png"
+TILT_SHOWN = 5  # functions per round in report.md; target.json keeps the full weights
 
 
 def teacher_label(spec: str) -> str:
@@ -22,10 +24,25 @@ def write_report(out: Path, rounds: list[dict[str, Any]], meta: dict[str, Any]) 
 
     chosen = [r for r in rounds if r.get("chosen")]
     doc = {**meta, "rounds": rounds, "best_checkpoint": chosen[-1]["checkpoint"] if chosen else None}
+    tilt = function_tilt(out, rounds)
+    if tilt:
+        doc["function_tilt"] = tilt
     write_json_atomic(out / ROUNDS_JSON, doc)
     (out / REPORT_MD).write_text(to_markdown(doc))
     plot(rounds, out / PLOT_PNG)
     return doc
+
+
+def function_tilt(out: Path, rounds: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Round -> the most weighted functions of its generation (target.json's ``top_functions``)."""
+    tilt = {}
+    for r in rounds:
+        path = out / f"round-{r['round']}" / "target.json"
+        if isinstance(r["round"], int) and path.is_file():
+            top = json.loads(path.read_text()).get("top_functions") or []
+            if top:
+                tilt[str(r["round"])] = top
+    return tilt
 
 
 def _pct(v: Any) -> str:
@@ -51,6 +68,11 @@ def to_markdown(doc: dict[str, Any]) -> str:
     lines += ["", "## Wall time per stage (s)", "", "| round | " + " | ".join(stages) + " |", "|---|" + "---:|" * len(stages)]
     lines += [f"| {r['round']} | " + " | ".join(f"{r['wall_s'][s]:.1f}" if s in r.get("wall_s", {}) else "-" for s in stages) + " |"
               for r in rounds]
+    if doc.get("function_tilt"):
+        lines += ["", "## Function tilt", "", "Generation's function weights (mean 1; from the functions the probe's first wrong steps "
+                  "were about): the most weighted, as weight (failed / tested episodes).", ""]
+        lines += [f"- round {n}: " + ", ".join(f"`{t['function']}` {t['weight']:.2f} ({t.get('failed', '-')}/{t.get('n', '-')})"
+                                               for t in top[:TILT_SHOWN]) for n, top in doc["function_tilt"].items()]
     if doc.get("stopped"):
         lines += ["", f"Stopped: {doc['stopped']}"]
     return "\n".join(lines) + "\n"

@@ -5,6 +5,9 @@ mined) and evaluation of one checkpoint all talk to one managed server instead o
 per stage (a start costs 30-90 s on CPU). Every stage names the model by its stable spec
 (``vllm:DIR``, ``hf:DIR``), so a resumed stage has the fingerprint of the first try whatever
 port the new server got. With ``hf`` the model runs in-process (small test models).
+
+With `magnet improve --ray` no server runs here: each Ray actor of a stage builds the model from
+its spec with ``teacher_overrides()`` (and so starts its own server on its GPU).
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from engine.teacher import Teacher
+
+# A client of our own vLLM server: a slow CPU answer is not a dead teacher.
+VLLM_CLIENT: dict[str, Any] = {"timeout_s": 900.0}
 
 
 class Served:
@@ -25,6 +31,10 @@ class Served:
 
     def spec(self, checkpoint: str) -> str:
         return f"{self.serve}:{checkpoint}"
+
+    def teacher_overrides(self) -> dict[str, Any]:
+        """``make_teacher`` overrides that build from the spec alone what ``builder`` hands in, for a Ray actor."""
+        return {"options": self.options} | (VLLM_CLIENT if self.serve == "vllm" else {})
 
     def builder(self, checkpoint: str, *, fallback_options: dict[str, Any] | None = None, **client: Any):
         """``build(spec) -> Teacher``: the served checkpoint for its spec, make_teacher for any other spec.
@@ -60,9 +70,9 @@ class Served:
         from engine.teachers.openai_http import OpenAIHTTPTeacher
 
         assert self.checkpoint == checkpoint, "builder() starts the server of the checkpoint it builds for"
-        # Our own server has no rate limits to learn; a slow CPU answer is not a dead teacher.
+        # Our own server has no rate limits to learn (VLLMServerTeacher's default too).
         return OpenAIHTTPTeacher(self.server.served_model_name, self.server.base_url, name=name, regex_outputs=True,
-                                 **({"probe_limits": False, "timeout_s": 900.0} | client))
+                                 **({"probe_limits": False} | VLLM_CLIENT | client))
 
     def stop(self) -> None:
         """Stop the server (before training, which wants the CPU; or to serve another checkpoint)."""

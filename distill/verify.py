@@ -69,7 +69,7 @@ def failure_phrase(text: str, phrases: list[str]) -> str | None:
     return None
 
 
-_HINT_WORD = re.compile(r"\bhint(s|ed)?\b", re.I)
+HINT_WORD = re.compile(r"\bhint(s|ed)?\b", re.I)
 
 
 def leaked_hint(rollout: Rollout) -> str | None:
@@ -77,7 +77,7 @@ def leaked_hint(rollout: Rollout) -> str | None:
     hints = [h for h in rollout.hints if len(h) >= 12]
     for m in rollout.messages:
         text = m.content or ""
-        if _HINT_WORD.search(text):
+        if HINT_WORD.search(text):
             return f"a {m.role} message mentions the hint: {text[:80]!r}"
         if m.role == "assistant" and any(h in text for h in hints):
             return f"an assistant message quotes its hint: {text[:80]!r}"

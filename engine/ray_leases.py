@@ -1,5 +1,9 @@
 """Driver side of Ray scale-out: lease blocks of work items to ``LeaseWorker`` actors.
 
+Every command with ``--ray`` (`magnet generate`'s paths, `magnet eval paths`' episodes, the
+stages of `magnet improve`) declares the same four fields (``RayAddress`` ...; ``RAY_FIELDS``)
+and starts its actors through ``start_pool``; only the ``Work`` its actors build differs.
+
 The scheduler (``engine.scheduler.run_jobs``) stays in the driver and calls ``LeasePool.run(item)``
 as its job; the pool queues the item, and each actor's dispatcher takes up to ``block`` queued
 items at a time (one lease, one Ray call) while the actor has fewer than ``concurrency`` items in
@@ -18,12 +22,34 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Protocol
 
+from engine.config_cli import doc
 from engine.errors import FatalTeacherError, JobFailed, RetryableError, UserInputError
 from engine.ray_worker import Failure, LeaseWorker
 
 MAX_LOSSES = 3
+
+# The fields a config declares to offer --ray (as ``ray: RayAddress = ""`` and so on): one meaning and
+# one help text for every command. Types, not a base struct, because msgspec allows one base with
+# fields and EvalPathsConfig's is its TestsetSpec. None of them changes what a run stores.
+RayAddress = Annotated[str, doc(
+    "run the work items (paths, episodes) on Ray actors: a cluster address (HOST:PORT, or auto) or local (start a "
+    "private one); empty = this process. The driver still decides what runs and is the only writer of the run folder")]
+RayActors = Annotated[int, doc("Ray actors, each working on --concurrency items at once; 0 = one per ray_gpus GPUs when "
+                               "ray_gpus > 0, else one per CPU of the cluster", ge=0)]
+RayBlock = Annotated[int, doc("items leased to an actor per Ray call (results still come back item by item)", ge=1)]
+RayGpus = Annotated[float, doc("GPUs each Ray actor reserves (1 = each actor runs its own local vLLM on its GPU)", ge=0)]
+RAY_FIELDS = ("ray", "ray_actors", "ray_block", "ray_gpus")
+
+
+class RayPlacement(Protocol):
+    """A config with the ``RAY_FIELDS``."""
+
+    ray: str
+    ray_actors: int
+    ray_block: int
+    ray_gpus: float
 
 
 class RemoteJobFailed(JobFailed):
@@ -172,3 +198,37 @@ class LeasePool:
         finally:
             for actor in [*self.actors, *self.companions]:
                 ray.kill(actor, no_restart=True)
+
+
+def actor_count(ray: Any, placement: RayPlacement) -> int:
+    """``ray_actors``, or when 0: one per ``ray_gpus`` GPUs when actors take GPUs, else one per CPU."""
+    if placement.ray_actors:
+        return placement.ray_actors
+    resources = ray.cluster_resources()
+    if placement.ray_gpus > 0:
+        return max(1, int(resources.get("GPU", 0) // placement.ray_gpus))
+    return max(1, int(resources.get("CPU", 1)))
+
+
+def start_pool(placement: RayPlacement, factory: Callable[..., Any], args: tuple[Any, ...], *, concurrency: int, specs: list[str],
+               rpm: float | None, spend: Any) -> LeasePool:
+    """Join (or start) the Ray cluster and start the actors, each building ``factory(*args, keys, actors)``
+    (``keys``: spec -> the ``KeyLimiter`` its requests share when ``rpm`` is set; ``engine.ray_limit.actor_teacher``
+    builds a teacher with it). The actors' counters (``engine.ray_worker.work_counters``) feed this
+    process's METRICS and ``spend``, so progress and the final figures cover every actor."""
+    from engine import metrics
+    from engine.ray_limit import KeyLimiter
+
+    ray = connect(placement.ray)
+    actors = actor_count(ray, placement)
+    limiter = ray.remote(KeyLimiter).options(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+    keys = {spec: limiter.remote(rpm) for spec in specs} if rpm else {}
+
+    def add(delta: dict[str, float]) -> None:
+        for key, value in delta.items():
+            where, name = key.split(".", 1)
+            target = metrics.METRICS if where == "m" else spend
+            setattr(target, name, getattr(target, name) + value)
+
+    return LeasePool(factory, (*args, keys, actors), actors=actors, concurrency=concurrency, block=placement.ray_block,
+                     gpus=placement.ray_gpus, on_counters=add, companions=tuple(keys.values()))

@@ -8,7 +8,7 @@ budget lives in one ``KeyLimiter`` actor (a token bucket plus the rolling minute
 A permit is one Ray call (about a millisecond here), which only a rate-limited key pays, and
 whose requests wait for the rate anyway. Token budgets (tpm) are split evenly instead: a token
 count is only known after the answer, so a central token bucket would need a second call per
-request; the driver divides them by the number of actors.
+request; each actor's teacher gets 1/N of them (``actor_teacher``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from engine.ratelimit import Limiter
+
+TOKEN_LIMITS = ("tpm", "tpm_in", "tpm_out")  # TeacherConfig's token budgets, split evenly over the actors
 
 
 class KeyLimiter:
@@ -60,3 +62,18 @@ def share_key(teacher: Any, key: Any) -> bool:
         return False
     teacher.limiter = SharedLimiter(teacher.limiter, key)
     return True
+
+
+def actor_teacher(spec: str, overrides: dict[str, Any], keys: dict[str, Any], actors: int) -> Any:
+    """``make_teacher(spec, **overrides)`` inside one of ``actors`` Ray actors: its share of the key's token
+    budgets, and its requests through the key's ``KeyLimiter`` when ``keys`` holds one for ``spec``."""
+    from engine.teachers import make_teacher
+
+    options = dict(overrides)
+    for name in TOKEN_LIMITS:
+        if options.get(name):
+            options[name] = max(1, options[name] // actors)
+    teacher = make_teacher(spec, **options)
+    if spec in keys:
+        share_key(teacher, keys[spec])
+    return teacher

@@ -19,7 +19,19 @@ from typing import Any, Protocol
 
 import msgspec
 
+from engine import metrics
 from engine.errors import JobFailed, failure_kind
+
+# Counters each actor reports, added up by the driver (engine.ray_leases.start_pool): its METRICS
+# (progress, run_jobs' summary) and its Work's spend (a run's calls and tokens).
+METRIC_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "rate_limited", "retries", "cost_usd")
+SPEND_FIELDS = ("calls", "prompt_tokens", "completion_tokens")
+
+
+def work_counters(spend: Any) -> dict[str, float]:
+    """A ``Work.counters()``: this process's METRICS and ``spend`` (a ``distill.spend.Spend``), as running totals."""
+    m = metrics.METRICS
+    return {**{f"m.{k}": getattr(m, k) for k in METRIC_FIELDS}, **{f"s.{k}": getattr(spend, k) for k in SPEND_FIELDS}}
 
 
 class Work(Protocol):

@@ -14,6 +14,10 @@ calls), multiple (several functions offered, one called; the others are ``distra
 parallel_multiple (several calls of at least two functions). Irrelevance: the turn names a
 function that is NOT offered (label miss_func); only ``distractors`` are offered.
 
+``function_weights`` tilt which functions paths call: a walk's start and each step, an Insert,
+and the function a single-turn or irrelevance path requests are drawn in proportion to them
+(unnamed functions weight 1; without weights every draw is the uniform one, unchanged).
+
 Path i of a stream depends only on (seed, i): its kind comes from a fixed interleaving of the
 mixture and its random choices from ``PathRng(seed, i)``, so a stream can be sharded or
 resumed at any index and the same seed always gives the same paths.
@@ -21,10 +25,11 @@ resumed at any index and the same seed always gives the same paths.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -160,6 +165,18 @@ class PathSampler:
         self.by_toolkit = {tk: tuple(ids) for tk, ids in groups.items()}
         self.toolkits = tuple(self.by_toolkit)
         self.toolkit_of = dict(zip(self.names, self.toolkit))
+        unknown = sorted(set(self.config.function_weights) - set(index))
+        if unknown:
+            raise UserInputError(f"function_weights: no function {unknown[0]!r} in the graph; name functions of the pool")
+        # None when no function is weighted: every draw then stays the uniform one, so unweighted
+        # streams keep the exact paths (and ids) they always had.
+        self.weight: list[float] | None = None
+        self._cum: dict[str, list[float] | None] = {"starts": None, "plain": None, "all": None}
+        if self.config.function_weights:
+            self.weight = [self.config.function_weights.get(n, 1.0) for n in self.names]
+            self._cum = {"starts": list(itertools.accumulate(self.weight[i] for i in self.starts)),
+                         "plain": list(itertools.accumulate(self.weight[i] for i in self.plain)),
+                         "all": list(itertools.accumulate(self.weight))}
         self.builders = {"single": self._single, "parallel": self._parallel, "multiple": self._multiple,
                          "parallel_multiple": self._parallel_multiple, "multi_turn": self._multi_turn,
                          "irrelevance": self._irrelevance}
@@ -205,17 +222,41 @@ class PathSampler:
         return SignaturePath(id=f"{name}-{seed}-{index}", kind=kind, turns=turns, ops=ops, seed=rng.getrandbits32(),
                              toolkits=sorted(toolkits), distractors=distractors)
 
+    # --- weighted draws ------------------------------------------------------------------
+
+    def _draw(self, rng: PathRng, pool: str) -> int:
+        """A function of a fixed pool (starts, plain or all), by function_weights when given:
+        one draw either way, bisected on the pool's precomputed cumulative weights."""
+        ids = self.starts if pool == "starts" else self.plain if pool == "plain" else None
+        cum = self._cum[pool]
+        if cum is None:
+            return rng.randrange(len(self.names)) if ids is None else ids[rng.randrange(len(ids))]
+        k = min(bisect.bisect_right(cum, rng.random() * cum[-1]), len(cum) - 1)  # min: float rounding at the top
+        return k if ids is None else ids[k]
+
+    def _draw_from(self, rng: PathRng, options: Sequence[int]) -> int:
+        """One of ``options`` (a walk's next step, an Insert), by function_weights when given."""
+        if self.weight is None:
+            return options[rng.randrange(len(options))]
+        weights = [self.weight[g] for g in options]
+        r = rng.random() * sum(weights)
+        for g, w in zip(options, weights):
+            r -= w
+            if r < 0:
+                return g
+        return options[-1]
+
     # --- single-turn kinds ---------------------------------------------------------------
 
     def _single(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
-        return [PathTurn(functions=[self.names[rng.choice(self.plain)]])], [], []
+        return [PathTurn(functions=[self.names[self._draw(rng, "plain")]])], [], []
 
     def _parallel(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
-        f = self.names[rng.choice(self.plain)]
+        f = self.names[self._draw(rng, "plain")]
         return [PathTurn(functions=[f] * rng.randint(*self.config.parallel_calls))], [], []
 
     def _multiple(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
-        f = rng.choice(self.plain)
+        f = self._draw(rng, "plain")
         offered = rng.randint(*self.config.multiple_choices)
         others = self._pick_near(rng, f, max(1, offered - 1))
         return [PathTurn(functions=[self.names[f]])], [], [self.names[g] for g in others]
@@ -223,7 +264,7 @@ class PathSampler:
     def _parallel_multiple(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
         lo, hi = self.config.parallel_multiple_calls
         calls = rng.randint(max(2, lo), hi)
-        f = rng.choice(self.plain)
+        f = self._draw(rng, "plain")
         issuing = {g for g in range(len(self.names)) if self.issued[g]}
         distinct = [f] + self._pick_near(rng, f, rng.randint(1, calls - 1), exclude=issuing)
         counts = [1] * len(distinct)
@@ -234,7 +275,7 @@ class PathSampler:
         return [turn], [], [self.names[g] for g in extra]
 
     def _irrelevance(self, rng: PathRng) -> tuple[list[PathTurn], list[str], list[str]]:
-        f = rng.randrange(len(self.names))
+        f = self._draw(rng, "all")
         far = self._pick_far(rng, f, rng.randint(*self.config.irrelevance_distractors))
         name = self.names[f]
         return [PathTurn(functions=[name], label="miss_func", missing=[name])], [], [self.names[g] for g in far]
@@ -279,16 +320,16 @@ class PathSampler:
     # --- multi-turn: walk, Merge, Insert, Split ------------------------------------------------
 
     def walk(self, rng: PathRng) -> list[int]:
-        """Random walk of up to S steps, uniform over unvisited out-neighbours; retried when too short."""
+        """Random walk of up to S steps over unvisited out-neighbours (uniform, or by function_weights); retried when too short."""
         best: list[int] = []
         for _ in range(_WALK_RETRIES):
-            cur = self.starts[rng.randrange(len(self.starts))]
+            cur = self._draw(rng, "starts")
             seq, seen = [cur], {cur}
             for _ in range(self.config.walk_steps):
                 nxt = [g for g in self.out[cur] if g not in seen]
                 if not nxt:
                     break
-                cur = nxt[rng.randrange(len(nxt))]
+                cur = self._draw_from(rng, nxt)
                 seq.append(cur)
                 seen.add(cur)
             if len(seq) > len(best):
@@ -321,7 +362,7 @@ class PathSampler:
             if rng.random() < p_insert:
                 options = [c for c in self.nested[turns[h][-1]] if c not in used]
                 if options:
-                    c = options[rng.randrange(len(options))]
+                    c = self._draw_from(rng, options)
                     later = len(turns) - h - 1
                     fits = len(turns[h]) < cfg.max_functions_per_turn
                     if later and (rng.random() < p_long or not fits):

@@ -70,6 +70,10 @@ class PathConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "turn), long (an Insert becomes a later turn), miss_func and miss_param (a Split); BFCL's multi-turn "
         "categories weigh base, miss_func, miss_param and long alike"))] = msgspec.field(
         default_factory=lambda: {"base": 1.0, "nested": 1.0, "long": 1.0, "miss_func": 1.0, "miss_param": 1.0})
+    function_weights: Annotated[dict[str, Annotated[float, Meta(gt=0.0)]], Meta(description=(
+        "function -> weight: walks start at and step to, Insert adds, and single-turn and irrelevance paths "
+        "request functions in proportion to these weights (distractors stay uniform); unnamed functions weight 1. "
+        "`magnet improve` sets them from the functions its probe failed on"))] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("parallel_calls", "multiple_choices", "parallel_multiple_calls", "irrelevance_distractors",

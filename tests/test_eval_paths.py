@@ -137,6 +137,11 @@ def test_one_wrong_argument_value_fails_by_state_with_its_first_wrong_step(autho
     assert failure["episode"] == episode_id and failure["reason"] == "state" and failure["turn"] == turn
     assert json.dumps(right) in failure["expected"] and json.dumps(wrong) in failure["got"]
     assert "(expected" in failure["detail"]  # where the state differs, and what it should hold
+    # the functions of the first wrong step, counted per function against the episodes that test each
+    [bad] = [e for e in episodes if e.id == episode_id]
+    assert failure["step_functions"] == sorted({c.name for c in bad.turns[turn].calls})
+    assert {f for f, s in report["by_function"].items() if s["failed"]} == set(failure["step_functions"])
+    assert all(s["n"] >= 1 for s in report["by_function"].values())
     [stored] = [t for t in read_records(tmp_path / "wrong", "trajectories") if t.id == episode_id]
     assert not stored.verification.ok and not stored.verification.state_match and stored.error_types == ["state"]
 

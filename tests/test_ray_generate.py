@@ -1,7 +1,8 @@
 """`magnet generate --ray`: a real local Ray cluster (a head started here on 127.0.0.1, two actor
 worker processes) against loopback simulator servers. The Ray run equals the single-process
 run record for record; kill -9 of an actor's worker and of the driver lose and duplicate
-nothing; one key's rate limit is shared by both actors.
+nothing; one key's rate limit is shared by both actors. The cluster is tests/conftest.py's, shared
+with tests/test_ray_eval.py.
 
 "Equal record for record": with ``--draw-factor 1`` every stratum draws exactly its target, paths
 ``<stratum>-<seed>-0 .. target-1``, whatever the timing (in-flight paths never make a stratum stop
@@ -14,12 +15,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -27,7 +25,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-import ray  # an optional extra of the project; setup.sh installs it, and these tests fail loudly without it
+import ray  # noqa: F401 - an optional extra of the project; setup.sh installs it, and these tests fail loudly without it
 
 from distill.cli import SUMMARY_FILE, generate_main
 from engine import metrics
@@ -37,54 +35,6 @@ from engine.store import read_records
 KINDS = ("paths", "episodes", "trajectories", "pairs", "dead_letters", "done")
 ARGS = ["--paths", "24", "--toolkits", "travel", "--draw-factor", "1", "--seed", "3", "--no-progress"]
 WORKER_TITLE = "ray::LeaseWorker"  # the process title Ray gives a LeaseWorker actor's worker
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A Ray head on 127.0.0.1 with 2 CPUs: room for the two actors (one CPU each)."""
-    # A loopback-only cluster: no token (Ray's default would read or write one under ~/.ray).
-    # The drivers started below, in this process and in subprocesses, inherit the setting.
-    saved_auth = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    port = _free_port()
-    temp = tempfile.mkdtemp(prefix="/tmp/mray")  # short: Ray's socket paths live under it
-    ray_cli = str(Path(sys.executable).with_name("ray"))
-    head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--port", str(port), "--node-ip-address", "127.0.0.1",
-                             "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard=false", "--disable-usage-stats",
-                             "--temp-dir", temp], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                ray.init(address=address, include_dashboard=False, logging_level="WARNING")
-                break
-            except Exception:  # noqa: BLE001 - the head is still starting
-                if head.poll() is not None or time.monotonic() > deadline:
-                    why = head.stderr.read().decode()[-2000:] if head.poll() is not None else "timeout"
-                    raise RuntimeError(f"the Ray head did not start: {why}") from None
-                time.sleep(1.0)
-        yield address
-    finally:
-        ray.shutdown()
-        if saved_auth is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = saved_auth
-        # The head's session holds every process it started (GCS, raylet, workers): end them by group id.
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(10)
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -91,7 +91,8 @@ def main(argv: list[str]) -> int:
     from bench.results_io import machine
     from engine.scheduler import run
 
-    dataset = load_dataset(config.bfcl_version, config.categories, data_dir=config.bfcl_data, limit=config.limit)
+    dataset = load_dataset(config.bfcl_version, config.categories, data_dir=config.bfcl_data, limit=config.limit,
+                           category_limits=config.category_limits)
     out = Path(config.out).expanduser()
     store = ResultFiles(out, dataset, {"model": config.model, "mode": config.mode, "bfcl_version": config.bfcl_version,
                                        "data": str(dataset.data_dir), "max_tokens": config.max_tokens, "temperature": config.temperature})

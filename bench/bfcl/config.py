@@ -20,6 +20,8 @@ class BfclConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     mode: Annotated[Literal["prompt", "fc"], doc("prompt: calls as Python text; fc: native tool calls")] = "prompt"
     out: Annotated[str, doc("run folder: result/ (BFCL's format), score/, report.json, report.md")]
     limit: Annotated[int | None, doc("only the first N entries of each category")] = None
+    category_limits: Annotated[dict[str, int], doc(
+        "first N entries of one category, over --limit (e.g. --category-limit multi_turn_base=5: long prompts are slow on CPU)")] = {}
     concurrency: Annotated[int, doc("entries in flight at once", ge=1)] = 16
     max_tokens: Annotated[int, doc("max tokens per model answer", ge=1)] = 1024
     temperature: Annotated[float, doc("sampling temperature")] = 0.0

@@ -203,21 +203,28 @@ def _attach_multi_turn_functions(entry: dict[str, Any], doc_dir: Path) -> None:
 
 
 def load_dataset(
-    version: str = "v3", categories: list[str] | None = None, *, data_dir: str | Path | None = None, limit: int | None = None
+    version: str = "v3", categories: list[str] | None = None, *, data_dir: str | Path | None = None, limit: int | None = None,
+    category_limits: dict[str, int] | None = None,
 ) -> Dataset:
-    """Entries (sorted as BFCL sorts them) and ground truth; ``limit`` keeps the first N per category."""
+    """Entries (sorted as BFCL sorts them) and ground truth; ``limit`` keeps the first N per category,
+    ``category_limits`` the first N of the categories it names."""
     package_version = ensure_bfcl()
     from bfcl_eval.utils import sort_key
 
     folder = _data_dir(version, data_dir)
     prefix = PREFIXES[version]
     chosen = resolve_categories(categories or ["all"], _available(folder, prefix))
-    if limit is not None and limit < 1:
-        raise UserInputError(f"--limit {limit} must be at least 1")
+    stray = sorted(set(category_limits or {}) - set(chosen))
+    if stray:
+        raise UserInputError(f"--category-limit names {', '.join(stray)}, not among the categories asked ({', '.join(chosen)})")
+    limits = {category: limit for category in chosen} | dict(category_limits or {})
+    for category, n in limits.items():
+        if n is not None and (not isinstance(n, int) or n < 1):
+            raise UserInputError(f"the limit of {category} is {n!r}; give a whole number of entries, at least 1")
     entries: list[dict[str, Any]] = []
     ground_truth: dict[str, Any] = {}
     for category in chosen:
-        rows = sorted(_load_jsonl(folder / f"{prefix}_{category}.json"), key=sort_key)[:limit]
+        rows = sorted(_load_jsonl(folder / f"{prefix}_{category}.json"), key=sort_key)[: limits[category]]
         if is_multi_turn(category):
             for row in rows:
                 _attach_multi_turn_functions(row, folder / "multi_turn_func_doc")
