@@ -4,7 +4,8 @@ No driver package: Chromium is started with ``--remote-debugging-port=0``, the p
 WebSocket is opened with aiohttp (a project dependency) on an event loop of its own thread, and
 the few calls the tests need are CDP methods (Page.navigate, Runtime.evaluate,
 Page.captureScreenshot). Chromium is Debian's ``chromium`` package (setup.sh installs it);
-``MAGNET_CHROMIUM`` names another binary.
+``MAGNET_CHROMIUM`` names another binary. A test module that imports ``browser_fixture`` gets the
+``browser`` fixture: one Chromium for all its tests.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 MISSING = ("Chromium is not installed: the `magnet view` tests drive a real headless Chromium. Install it with "
@@ -167,3 +169,14 @@ class Browser:
     async def _close(self) -> None:
         await self._ws.close()
         await self._session.close()
+
+
+@pytest.fixture(scope="module", name="browser")
+def browser_fixture():
+    """One Chromium per test module; fails (does not skip) where none is installed: see MISSING."""
+    binary = find_chromium()
+    if binary is None:
+        pytest.fail(MISSING, pytrace=False)
+    b = Browser(binary)
+    yield b
+    b.close()

@@ -113,6 +113,19 @@ def _improve(config: Path, out: Path, kill: str | None, child: Path, *extra: str
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
+def _uninterrupted(model: Path, tmp_path: Path, config_text: str) -> tuple[Path, Path, Path]:
+    """Writes the config (for ``model``) and the killing child, then runs the loop once without a kill:
+    (config, child, the reference run's folder)."""
+    config = tmp_path / "improve.toml"
+    config.write_text(f'model = "{model}"\n' + config_text)
+    child = tmp_path / "child.py"
+    child.write_text(CHILD)
+    reference = tmp_path / "reference"
+    done = _improve(config, reference, None, child)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return config, child, reference
+
+
 def _records(out: Path) -> dict[str, list[tuple[str, str]]]:
     """Sorted (id, polarity or stage) of every store folder's records; asserts no id is stored twice."""
     found = {}
@@ -134,15 +147,7 @@ def _summary(out: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_kill_in_every_stage_then_resume_matches_uninterrupted(tiny, tmp_path):  # noqa: F811
-    config = tmp_path / "improve.toml"
-    config.write_text(f'model = "{tiny}"\n' + CONFIG)
-    child = tmp_path / "child.py"
-    child.write_text(CHILD)
-
-    reference = tmp_path / "reference"
-    done = _improve(config, reference, None, child)
-    assert done.returncode == 0, done.stderr[-2000:]
-
+    config, child, reference = _uninterrupted(tiny, tmp_path, CONFIG)
     resumed = tmp_path / "resumed"
     for stage in STAGES:
         killed = _improve(config, resumed, stage, child)
@@ -210,15 +215,7 @@ OVERLAP_CONFIG = CONFIG.replace('rounds = 1\n', 'rounds = 2\nteacher = "sim"\nov
 
 @pytest.mark.slow
 def test_kill_during_overlapped_generation_then_resume_matches_uninterrupted(tiny, tmp_path):  # noqa: F811
-    config = tmp_path / "improve.toml"
-    config.write_text(f'model = "{tiny}"\n' + OVERLAP_CONFIG)
-    child = tmp_path / "child.py"
-    child.write_text(CHILD)
-
-    reference = tmp_path / "reference"
-    done = _improve(config, reference, None, child)
-    assert done.returncode == 0, done.stderr[-2000:]
-
+    config, child, reference = _uninterrupted(tiny, tmp_path, OVERLAP_CONFIG)
     resumed = tmp_path / "resumed"
     # 1. killed while round 0 trains (a checkpoint saved) and round 1 generates (an item stored), both half done
     killed = _improve(config, resumed, "round-0/train_sft", child, "overlap")

@@ -13,7 +13,7 @@ import urllib.request
 from urllib.parse import urlencode
 
 import pytest
-from _chromium import MISSING, Browser, find_chromium
+from _chromium import Browser, browser_fixture  # noqa: F401 - the `browser` fixture
 
 from bench.view_paging import NEEDLE_EVERY, TEACHERS, Server, trajectory, write_run
 
@@ -27,16 +27,6 @@ def big_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("view-large") / "run"
     written = write_run(run, RECORDS)
     return run, written
-
-
-@pytest.fixture(scope="module")
-def browser():
-    binary = find_chromium()
-    if binary is None:
-        pytest.fail(MISSING, pytrace=False)
-    b = Browser(binary)
-    yield b
-    b.close()
 
 
 def _ids(browser: Browser) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import pytest
-from _chromium import MISSING, Browser, find_chromium
+from _chromium import Browser, browser_fixture  # noqa: F401 - the `browser` fixture
 
 from bench.view_paging import Server, trajectory
 from engine.records import DeadLetter, FunctionSpec, Message, PathTurn, PreferencePair, SignaturePath, ToolCall, Trajectory, Verification
@@ -28,16 +28,6 @@ pytestmark = pytest.mark.browser
 XSS = ['<script>window.__xss=1</script>', '<img src=x onerror="window.__xss=2">', '"><svg onload=window.__xss=3>',
        "' onmouseover='window.__xss=4"]
 PAYLOAD = " ".join(XSS)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    binary = find_chromium()
-    if binary is None:
-        pytest.fail(MISSING, pytrace=False)
-    b = Browser(binary)
-    yield b
-    b.close()
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from engine.records import Message
@@ -366,22 +367,21 @@ def _last_intro(sentence: str) -> tuple[int, str]:
 
 def _sentences(text: str) -> list[str]:
     """Split after ``.``/``?``/``!`` + space outside quotes and brackets."""
-    out, depth, quoted, start = [], 0, False, 0
-    for i, ch in enumerate(text):
-        if ch == '"':
-            quoted = not quoted
-        elif not quoted and ch in "[{":
-            depth += 1
-        elif not quoted and ch in "]}":
-            depth -= 1
-        elif not quoted and depth == 0 and ch in ".?!" and text[i + 1: i + 2] == " ":
-            out.append(text[start: i + 1])
-            start = i + 2
-    return [s for s in (*out, text[start:]) if s.strip()]
+    return _split_outside(text, lambda i: (i + 1, i + 2) if text[i] in ".?!" and text[i + 1: i + 2] == " " else None)
 
 
 def _split_args(text: str) -> list[str]:
     """``a "x", b 2 and c "y, z"`` -> its segments (separators inside quotes or brackets kept)."""
+    def separator(i: int) -> tuple[int, int] | None:
+        sep = next((s for s in (", ", " and ") if text.startswith(s, i)), None)
+        return (i, i + len(sep)) if sep else None
+
+    return _split_outside(text, separator)
+
+
+def _split_outside(text: str, separator: Callable[[int], tuple[int, int] | None]) -> list[str]:
+    """The non-blank segments of ``text`` between separators outside quotes and brackets. ``separator(i)``
+    says whether one is at ``i``: (where the segment before it ends, where the next starts), or None."""
     parts, depth, quoted, start, i = [], 0, False, 0, 0
     while i < len(text):
         ch = text[i]
@@ -391,10 +391,9 @@ def _split_args(text: str) -> list[str]:
             depth += 1
         elif not quoted and ch in "]}":
             depth -= 1
-        elif not quoted and depth == 0 and (sep := next((s for s in (", ", " and ") if text.startswith(s, i)), None)):
-            parts.append(text[start:i])
-            i += len(sep)
-            start = i
+        elif not quoted and depth == 0 and (cut := separator(i)):
+            parts.append(text[start:cut[0]])
+            i = start = cut[1]
             continue
         i += 1
     return [p for p in (*parts, text[start:]) if p.strip()]
