@@ -156,7 +156,7 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace, build: Any
                              progress=getattr(args, "progress", True), item_payload=msgspec.to_builtins)
         summary = summarize(store, run_dir, run, distiller, config, time.monotonic() - started)
         if leases is not None:
-            summary["ray"] = leases.stats()
+            summary["ray"] = {**leases.stats(), "keys": await leases.key_limits()}
         summary["data_card"] = data_card(run_dir, counts, lengths=token_counter(config.card_tokenizer), strata=source.table())
         store.write_manifest({"generate": summary})
     finally:

@@ -262,7 +262,7 @@ async def evaluate(config: EvalPathsConfig, spec: TestsetSpec, folder: Path, poo
 
             replay = episodes if model is None else None
             leases = start_pool(config, actor_eval, (msgspec.to_builtins(config), spec.toolkits, replay), concurrency=config.concurrency,
-                                specs=[] if model is None else [config.model], rpm=config.teacher_options.get("rpm"), spend=work.spend)
+                                specs=[] if model is None else [config.model], options=model_kwargs(config, config.model), spend=work.spend)
         run = await run_jobs(episodes, leases.run if leases else work.run, store, item_id=lambda e: e.id, stage="eval",
                              max_in_flight=leases.capacity if leases else config.concurrency, total=len(episodes), progress=progress)
     finally:

@@ -67,12 +67,8 @@ class Served:
         self.server, self.checkpoint = server, checkpoint
 
     def _client(self, checkpoint: str, name: str, client: dict[str, Any]) -> Teacher:
-        from engine.teachers.openai_http import OpenAIHTTPTeacher
-
         assert self.checkpoint == checkpoint, "builder() starts the server of the checkpoint it builds for"
-        # Our own server has no rate limits to learn (VLLMServerTeacher's default too).
-        return OpenAIHTTPTeacher(self.server.served_model_name, self.server.base_url, name=name, regex_outputs=True,
-                                 **({"probe_limits": False} | VLLM_CLIENT | client))
+        return self.server.client(name, **(VLLM_CLIENT | client))
 
     def stop(self) -> None:
         """Stop the server (before training, which wants the CPU; or to serve another checkpoint)."""

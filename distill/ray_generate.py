@@ -5,7 +5,7 @@ source (targets, yields, draws), the scheduler and the one ``RunStore``. Actors 
 into records: each builds its own teachers from the specs (its own HTTP clients, or its own
 local vLLM on the GPU Ray gave it) and its own ``Distiller``, exactly as a single process would,
 so a path's records do not depend on which actor ran it. See ``engine.ray_leases`` for leases,
-actor deaths and re-runs, ``engine.ray_limit`` for a key's rate shared by all actors.
+actor deaths and re-runs, ``engine.ray_limit`` for a key's rate limits (configured or learned) shared by all actors.
 """
 
 from __future__ import annotations
@@ -52,4 +52,4 @@ class GenerateWork:
 def start_pool(config: GenerateConfig, distiller: Any) -> ray_leases.LeasePool:
     """The actors of a generation; their spend adds up in ``distiller.spend`` (the final table)."""
     return ray_leases.start_pool(config, GenerateWork, (msgspec.to_builtins(config),), concurrency=config.concurrency,
-                                 specs=_roles(config), rpm=config.teacher_options.get("rpm"), spend=distiller.spend)
+                                 specs=_roles(config), options=config.teacher_options, spend=distiller.spend)

@@ -56,6 +56,9 @@ MIN_ADMITTED = 10
 # A 429 although at least the current estimate got through in the last minute: the limit fell,
 # or other clients share it.
 RATE_BACKOFF = 0.9
+# The response headers that announce a limit (``Limiter.observe``): requests, then tokens; limit, remaining, reset.
+RATE_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+                "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -159,9 +162,12 @@ class Limiter:
     """Admission for one teacher endpoint. ``acquire`` before sending, ``release`` after."""
 
     def __init__(self, *, rpm: float | None = None, tpm: float | None = None, tpm_in: float | None = None,
-                 tpm_out: float | None = None, max_concurrency: int = 64, probe_first: bool = True,
+                 tpm_out: float | None = None, max_concurrency: int = 64, probe_first: bool = True, measure_rate: bool = True,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
+        """``measure_rate=False``: a 429 only pauses; the request rate is measured by a limiter that sees every
+        sender of the key (``engine.ray_limit.KeyLimiter``), where this one would see only its own share."""
         self.clock, self.sleep = clock, sleep
+        self.measure_rate = measure_rate
         now = clock()
         self.configured = {"requests": rpm, "tokens": tpm, "input": tpm_in, "output": tpm_out}
         self.learned: dict[str, float] = {}
@@ -248,17 +254,21 @@ class Limiter:
         """Free the slot; true up token reservations with real usage (None = not charged: refund)."""
         self.in_flight -= 1
         self.slots = int(self.concurrency)
-        if self.tokens is not None:
-            self.tokens.level += (est_in + est_out) - ((used_in or 0) + (used_out or 0))
-            self.tokens.clamp(self.tokens.capacity)
-        if self.input is not None:
-            self.input.level += est_in - (used_in or 0)
-            self.input.clamp(self.input.capacity)
-        if self.output is not None:
-            self.output.level += est_out - (used_out or 0)
-            self.output.clamp(self.output.capacity)
+        self.refund(est_in - (used_in or 0), est_out - (used_out or 0))
         if self._slot is not None and not self._slot.done():
             self._slot.set_result(None)
+
+    def refund(self, tokens_in: float, tokens_out: float) -> None:
+        """Give back reserved tokens a request did not use (negative: it used more than it reserved)."""
+        if self.tokens is not None:
+            self.tokens.level += tokens_in + tokens_out
+            self.tokens.clamp(self.tokens.capacity)
+        if self.input is not None:
+            self.input.level += tokens_in
+            self.input.clamp(self.input.capacity)
+        if self.output is not None:
+            self.output.level += tokens_out
+            self.output.clamp(self.output.capacity)
 
     # -- feedback --------------------------------------------------------------------------
 
@@ -278,13 +288,14 @@ class Limiter:
         now = self.clock()
         wait = min(retry_after if retry_after is not None else 1.0, _MAX_PAUSE_S)
         self.paused_until = max(self.paused_until, now + wait)
-        if "requests" not in self.learned:
+        measure = self.measure_rate and "requests" not in self.learned
+        if measure:
             self._refused.append(now)
         if now >= self._next_decrease:
             self._next_decrease = self.paused_until
-            # A measured rate explains the 429; halving concurrency too would starve slow answers
-            # (1,200 RPM at 2 s per answer needs 40 in flight).
-            if "requests" in self.learned or not self._measure_rate(now, wait):
+            # A measured rate explains the 429 (without measure_rate, the key's limiter measures it); halving
+            # concurrency too would starve slow answers (1,200 RPM at 2 s per answer needs 40 in flight).
+            if "requests" in self.learned or (measure and not self._measure_rate(now, wait)):
                 self.concurrency = max(1.0, self.concurrency / 2.0)
                 self.slots = int(self.concurrency)
         if self.requests is not None:
@@ -330,9 +341,7 @@ class Limiter:
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Learn limits from ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers."""
-        get = headers.get
-        values = (get("x-ratelimit-limit-requests"), get("x-ratelimit-remaining-requests"), get("x-ratelimit-reset-requests"),
-                  get("x-ratelimit-limit-tokens"), get("x-ratelimit-remaining-tokens"), get("x-ratelimit-reset-tokens"))
+        values = [headers.get(name) for name in RATE_HEADERS]
         if values[0] is None and values[3] is None:
             return
         now = self.clock()

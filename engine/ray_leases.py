@@ -95,8 +95,8 @@ def connect(address: str) -> Any:
 
 class LeasePool:
     def __init__(self, factory: Callable[..., Any], args: tuple[Any, ...], *, actors: int, concurrency: int, block: int,
-                 gpus: float = 0.0, on_counters: Callable[[dict[str, float]], None] = lambda _: None, companions: tuple[Any, ...] = ()):
-        """``companions``: actors the workers call (a key's limiter): held, and ended, with the pool."""
+                 gpus: float = 0.0, on_counters: Callable[[dict[str, float]], None] = lambda _: None, keys: dict[str, Any] | None = None):
+        """``keys``: spec -> its key's ``KeyLimiter`` actor, which the workers call: held, and ended, with the pool."""
         import ray
         from ray.exceptions import RayActorError
 
@@ -107,7 +107,7 @@ class LeasePool:
         remote = ray.remote(LeaseWorker).options(max_restarts=-1, max_task_retries=0, num_cpus=1, num_gpus=gpus)
         self.actors = [remote.remote(factory, *args) for _ in range(actors)]
         self.concurrency, self.block, self.on_counters = concurrency, block, on_counters
-        self.companions = companions
+        self.keys = keys or {}
         self._lost_errors: tuple[type[BaseException], ...] = (RayActorError,)
         self._queue: collections.deque[tuple[Any, asyncio.Future[Any], int]] = collections.deque()
         self._wake = asyncio.Event()
@@ -187,6 +187,14 @@ class LeasePool:
     def stats(self) -> dict[str, int]:
         return {"actors": len(self.actors), "leases": self.leases, "leases_lost": self.leases_lost, "items_released": self.items_released}
 
+    async def key_limits(self) -> dict[str, Any]:
+        """Spec -> what its key's limiter knows now (``Limiter.snapshot``: the limits configured or learned)."""
+        try:
+            snapshots = await asyncio.wait_for(asyncio.gather(*(key.snapshot.remote() for key in self.keys.values())), 30)
+        except Exception as err:  # noqa: BLE001 - only a figure for the summary: a key actor lost at the end fails no run
+            return {spec: f"unknown ({type(err).__name__})" for spec in self.keys}
+        return dict(zip(self.keys, snapshots, strict=True))
+
     async def close(self) -> None:
         import ray
 
@@ -196,7 +204,7 @@ class LeasePool:
         try:
             await asyncio.wait_for(asyncio.gather(*(actor.aclose.remote() for actor in self.actors), return_exceptions=True), 30)
         finally:
-            for actor in [*self.actors, *self.companions]:
+            for actor in [*self.actors, *self.keys.values()]:
                 ray.kill(actor, no_restart=True)
 
 
@@ -211,18 +219,19 @@ def actor_count(ray: Any, placement: RayPlacement) -> int:
 
 
 def start_pool(placement: RayPlacement, factory: Callable[..., Any], args: tuple[Any, ...], *, concurrency: int, specs: list[str],
-               rpm: float | None, spend: Any) -> LeasePool:
+               options: dict[str, Any], spend: Any) -> LeasePool:
     """Join (or start) the Ray cluster and start the actors, each building ``factory(*args, keys, actors)``
-    (``keys``: spec -> the ``KeyLimiter`` its requests share when ``rpm`` is set; ``engine.ray_limit.actor_teacher``
-    builds a teacher with it). The actors' counters (``engine.ray_worker.work_counters``) feed this
-    process's METRICS and ``spend``, so progress and the final figures cover every actor."""
+    (``keys``: spec -> the ``KeyLimiter`` every HTTP endpoint's requests share, with the budgets ``options``
+    configure or none; ``engine.ray_limit.actor_teacher`` builds a teacher with it). The actors' counters
+    (``engine.ray_worker.work_counters``) feed this process's METRICS and ``spend``, so progress and the
+    final figures cover every actor."""
     from engine import metrics
-    from engine.ray_limit import KeyLimiter
+    from engine.ray_limit import KeyLimiter, key_budgets
 
     ray = connect(placement.ray)
     actors = actor_count(ray, placement)
     limiter = ray.remote(KeyLimiter).options(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-    keys = {spec: limiter.remote(rpm) for spec in specs} if rpm else {}
+    keys = {spec: limiter.remote(**budgets) for spec in specs if (budgets := key_budgets(spec, options)) is not None}
 
     def add(delta: dict[str, float]) -> None:
         for key, value in delta.items():
@@ -231,4 +240,4 @@ def start_pool(placement: RayPlacement, factory: Callable[..., Any], args: tuple
             setattr(target, name, getattr(target, name) + value)
 
     return LeasePool(factory, (*args, keys, actors), actors=actors, concurrency=concurrency, block=placement.ray_block,
-                     gpus=placement.ray_gpus, on_counters=add, companions=tuple(keys.values()))
+                     gpus=placement.ray_gpus, on_counters=add, keys=keys)

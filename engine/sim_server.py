@@ -1,7 +1,7 @@
 """`magnet serve-sim`: the simulator teacher as a loopback OpenAI-compatible server, with faults.
 
 Routes: those of ``engine.chat_server`` (chat completions, models, health), answered by
-``SimTeacher``, plus GET /stats (counts per outcome and the arrival time of every request, so
+``SimTeacher``, plus GET /stats (counts per outcome, the arrival time of every request and of every 429, so
 tests can check client timing). The faults are middleware around the chat route.
 
 Faults are drawn per request from one seeded RNG, so a run with the same flags and request
@@ -76,6 +76,7 @@ class _State:
         self.window: deque[float] = deque()  # arrival times of requests admitted by the rate limit
         self.counts = dict.fromkeys(OUTCOMES, 0)
         self.arrivals: deque[float] = deque(maxlen=100_000)  # time.monotonic() of recent chat requests
+        self.refused: deque[float] = deque(maxlen=100_000)  # ... and of those answered 429
         self.closing = asyncio.Event()
         self.serial = 0
 
@@ -150,6 +151,7 @@ async def _inject_faults(request: web.Request, handler: Any) -> web.StreamRespon
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         return error_response(401, "invalid_api_key", f"Incorrect API key provided: {token}.")
     if kind == "429":
+        state.refused.append(now)
         headers = state.limit_headers(now) | {"retry-after": str(max(1, math.ceil(wait)))}
         if state.faults.rate_headers == "full":
             headers["retry-after-ms"] = str(max(1, round(wait * 1000)))
@@ -202,7 +204,8 @@ async def _inject_faults(request: web.Request, handler: Any) -> web.StreamRespon
 
 async def _stats(request: web.Request) -> web.Response:
     state = request.app[_STATE]
-    return web.Response(body=orjson.dumps({"counts": state.counts, "arrivals": list(state.arrivals)}), content_type=JSON)
+    body = {"counts": state.counts, "arrivals": list(state.arrivals), "refused": list(state.refused)}
+    return web.Response(body=orjson.dumps(body), content_type=JSON)
 
 
 def build_app(faults: Faults) -> web.Application:

@@ -1,5 +1,6 @@
 """Rate limiter and retry policy on a virtual clock: buckets, header learning, AIMD, backoff,
-and the request rate learned from 429s alone (on a virtual clock and against the loopback server)."""
+the request rate learned from 429s alone (on a virtual clock and against the loopback server),
+and one key's limits shared by several Ray actors (``engine.ray_limit``, its actor called in-process)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import math
 import random
 import selectors
 import time
+import types
 import urllib.request
 from collections import deque
+from typing import Any
 
 import pytest
 
 from engine import metrics
 from engine.errors import BadAnswer, FatalTeacherError, RateLimited, RetryableError
 from engine.ratelimit import MIN_ADMITTED, RATE_BACKOFF, RATE_GROWTH_PER_MIN, Limiter, TokenBucket, parse_duration, retry_after_seconds
+from engine.ray_limit import KeyLimiter, SharedLimiter
 from engine.records import Message
 from engine.retry import backoff_delay, with_retries
 from engine.sim_server import serve_sim
@@ -277,20 +281,46 @@ class _WindowServer:
         return tail.count(False) / len(tail), tail.count(True)
 
 
+class _KeyHandle:
+    """A Ray handle to a ``KeyLimiter`` living in this event loop: ``handle.permit.remote(...)`` is a task
+    to await, and a call nobody awaits still runs, as on Ray."""
+
+    def __init__(self, key: KeyLimiter):
+        self.key, self.calls = key, []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.key, name)
+
+        def remote(*args: Any) -> asyncio.Task[Any]:
+            self.calls.append(name)
+            task = asyncio.ensure_future(method(*args))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return task
+
+        return types.SimpleNamespace(remote=remote)
+
+
 def _run_virtual(server: _WindowServer, *, minutes: float, senders: int = 64, latency_s: float = 0.05,
-                 gap_s: float = 0.0, seed: int = 0) -> Limiter:
+                 gap_s: float = 0.0, seed: int = 0, actors: tuple[float, ...] = ()) -> Limiter:
     """``senders`` coroutines send through one Limiter for ``minutes`` of virtual time; each waits
-    ``gap_s`` between its requests (0: demand far above any limit)."""
+    ``gap_s`` between its requests (0: demand far above any limit). With ``actors`` (the minutes each
+    sends for), that many Ray actors share the key instead, ``senders`` each, through a SharedLimiter
+    each and one KeyLimiter, whose Limiter is returned."""
     selector = _VirtualSelector()
     loop = asyncio.SelectorEventLoop(selector)
     loop.time = lambda: selector.now  # type: ignore[method-assign]
     rng = random.Random(seed)
 
     async def main() -> Limiter:
-        limiter = Limiter(max_concurrency=senders, clock=loop.time)
+        key = KeyLimiter(clock=loop.time)
+        handle = _KeyHandle(key)
+        groups: list[tuple[Any, float]] = [(SharedLimiter(Limiter(max_concurrency=senders, clock=loop.time), handle), until)
+                                           for until in actors] or [(Limiter(max_concurrency=senders, clock=loop.time), minutes)]
 
-        async def sender() -> None:
-            while loop.time() < minutes * 60:
+        async def sender(limiter: Any, until: float) -> None:
+            while loop.time() < until * 60:
                 await limiter.acquire()
                 retry_after = server.answer(loop.time())
                 await asyncio.sleep(rng.expovariate(1 / latency_s))
@@ -301,8 +331,8 @@ def _run_virtual(server: _WindowServer, *, minutes: float, senders: int = 64, la
                     limiter.on_rate_limited(retry_after)
                 await asyncio.sleep(gap_s)
 
-        await asyncio.gather(*(sender() for _ in range(senders)))
-        return limiter
+        await asyncio.gather(*(sender(limiter, until) for limiter, until in groups for _ in range(senders)))
+        return key._limiter() if actors else groups[0][0]
 
     try:
         return loop.run_until_complete(main())
@@ -441,6 +471,86 @@ async def test_the_loopback_server_limit_is_learned_from_retry_after_alone():
     # exact share is measured in bench/ratelimit_learning.py (this box's load moves it a lot)
     assert accepted / span >= 0.5 * 20
     assert teacher.limiter.estimated is not None and not teacher.limiter.learned
+
+
+# -- one key shared by Ray actors (engine.ray_limit) ----------------------------------------------
+
+
+def test_two_actors_learn_one_rate_for_their_key_from_429s():
+    """Each actor alone sends faster than the key's 1,200 RPM; the key measures the rate from both
+    actors' sends (an actor's own limiter would see half of them) and holds them to it together."""
+    server = _WindowServer(1200, 60.0)
+    key = _run_virtual(server, minutes=4, senders=32, actors=(4.0, 4.0))
+    share_429, accepted = server.after(60.0)
+    assert share_429 < 0.005
+    assert accepted / 3 >= 0.97 * 1200
+    assert 0.95 * 1200 <= key.estimated <= 1.03 * 1200
+
+
+def test_an_idle_actor_leaves_the_key_s_rate_to_the_other():
+    """Two actors asking for ~800 RPM each share a 1,200 RPM key (~600 each); once one stops, the other
+    gets its whole demand at once, where a share learned per actor would hold it near 600."""
+    server = _WindowServer(1200, 60.0)
+    demand = 8 / (0.05 + 0.55) * 60  # senders / (answer + gap): 800 per minute
+    _run_virtual(server, minutes=5, senders=8, gap_s=0.55, actors=(2.0, 5.0))
+    alone = [ok for t, ok in server.log if t >= 150.0]
+    assert alone.count(False) == 0
+    assert alone.count(True) / 2.5 >= 0.95 * demand
+
+
+async def test_a_header_limit_read_by_one_actor_becomes_the_key_s():
+    handle = _KeyHandle(KeyLimiter())
+    a, b = SharedLimiter(Limiter(), handle), SharedLimiter(Limiter(), handle)
+    headers = {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "590", "content-type": "application/json"}
+    await a.acquire()
+    a.observe(headers)
+    a.release()
+    a.observe(headers)  # the same limit again: nothing new to pass on
+    await asyncio.sleep(0)
+    assert handle.calls == ["permit", "observe"]
+    key = handle.key.limiter
+    assert key.learned == {"requests": 600.0} and key.snapshot()["limits_per_min"]["requests"] == 600.0
+    # The rolling minute holds what the server counted, whoever sent it: both actors' permits wait in it.
+    assert len(key.window.sent) == 10 and b.local.learned == {}
+
+
+async def test_a_429_pauses_the_key_and_only_the_key_measures():
+    clock = VirtualClock()
+    handle = _KeyHandle(KeyLimiter(clock=clock, sleep=clock.sleep))
+    a, b = (SharedLimiter(Limiter(clock=clock, sleep=clock.sleep), handle) for _ in range(2))
+    for i in range(40):
+        limiter = (a, b)[i % 2]
+        await limiter.acquire()
+        limiter.release()
+        limiter.on_success()
+        clock.now += 0.5
+    a.on_rate_limited(10.0)
+    await asyncio.sleep(0)
+    key = handle.key.limiter
+    # 39 of 40 sends in 20 s admitted, and the window frees up 10 s later: 78 per minute, measured on both actors' sends
+    assert key.estimated == pytest.approx(39 * 60 / 30.0)
+    assert a.local.estimated is None and a.local.concurrency == a.local.max_concurrency
+    before = clock.now
+    await b.acquire()  # b got no 429 itself, yet waits out the key's pause
+    assert clock.now >= before + 10.0
+
+
+async def test_token_budgets_are_the_key_s_and_unused_tokens_come_back_with_the_next_permit():
+    clock = VirtualClock()
+    handle = _KeyHandle(KeyLimiter(tpm=6000, clock=clock, sleep=clock.sleep))  # 99 tokens a second
+    a, b = (SharedLimiter(Limiter(tpm=6000, clock=clock, sleep=clock.sleep), handle) for _ in range(2))
+    await a.acquire(10, 90)
+    a.release(10, 90, 10, 20)  # used 70 fewer than reserved: the key hears of it with a's next permit
+    tokens = handle.key.limiter.tokens
+    level = tokens.level
+    await a.acquire(0, 0)
+    assert tokens.level == pytest.approx(level + 70)
+    # b alone (a idle) gets the key's whole token budget, not half of it.
+    start = clock.now
+    for _ in range(50):
+        await b.acquire(20, 80)
+        b.release(20, 80, 20, 80)
+    assert 50 * 100 / (clock.now - start) >= 0.95 * 6000 / 60
 
 
 # -- retry policy ------------------------------------------------------------------------------

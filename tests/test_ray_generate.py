@@ -1,8 +1,8 @@
 """`magnet generate --ray`: a real local Ray cluster (a head started here on 127.0.0.1, two actor
 worker processes) against loopback simulator servers. The Ray run equals the single-process
 run record for record; kill -9 of an actor's worker and of the driver lose and duplicate
-nothing; one key's rate limit is shared by both actors. The cluster is tests/conftest.py's, shared
-with tests/test_ray_eval.py.
+nothing; one key's rate limit, configured or learned from 429s, is shared by both actors. The
+cluster is tests/conftest.py's, shared with tests/test_ray_eval.py.
 
 "Equal record for record": with ``--draw-factor 1`` every stratum draws exactly its target, paths
 ``<stratum>-<seed>-0 .. target-1``, whatever the timing (in-flight paths never make a stratum stop
@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -144,27 +145,61 @@ def test_kill_9_of_the_driver_then_resume(cluster, server, reference, tmp_path):
     _assert_equal(_records(run), reference)
 
 
-def test_one_key_limit_is_shared_by_two_actors(cluster, tmp_path):
-    """The server admits 100 requests per rolling 5 s (1,200 a minute) for the key; both actors
-    send with it, each able to send far faster (8 paths in flight, 20 ms answers)."""
-    limit_rpm = 1200
-    # Only a 429's Retry-After tells the limit (x-ratelimit-* headers would count a 5 s window as a minute).
-    with serve_sim_thread(seed=2, latency_ms=20, rpm=100, window_s=5.0, rate_headers="retry-after") as url:
+def _limited_run(cluster: str, tmp_path: Path, paths: int, limit: dict[str, Any], flags: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """2 actors, 8 paths in flight each (each able to send far faster than the limit), against a loopback
+    server that enforces ``limit`` for the key (20 ms answers); the server's /stats and the run's summary."""
+    with serve_sim_thread(seed=2, latency_ms=20, **limit) as url:
         run = tmp_path / "run"
         argv = ["--teacher", f"openai:sim@{url}", "--out", str(run), "--concurrency", "8", "--ray", cluster, "--ray-actors", "2",
-                "--rpm", str(limit_rpm), "--paths", "60", "--toolkits", "travel", "--draw-factor", "1", "--seed", "4", "--no-progress"]
+                *flags, "--paths", str(paths), "--toolkits", "travel", "--draw-factor", "1", "--seed", "4", "--no-progress"]
         assert generate_main(argv) == 0
         with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=10) as resp:
             stats = json.loads(resp.read())
+    summary = json.loads((run / SUMMARY_FILE).read_text())
+    assert summary["paths_finished"] == paths
+    return stats, summary
+
+
+def _admitted_per_min(stats: dict[str, Any], start: float) -> float:
+    """Requests the server admitted per minute, from ``start`` to the last request before the run's tail
+    (the last paths in flight cannot keep the key busy)."""
+    arrivals = sorted(stats["arrivals"])
+    end = arrivals[int(len(arrivals) * 0.85)]
+    admitted = sum(1 for t in arrivals if start <= t <= end) - sum(1 for t in stats["refused"] if start <= t <= end)
+    return admitted / (end - start) * 60.0
+
+
+def test_one_key_limit_is_shared_by_two_actors(cluster, tmp_path):
+    """The server admits 100 requests per rolling 5 s (1,200 a minute) for the key, and --rpm says so."""
+    limit_rpm = 1200
+    # Only a 429's Retry-After tells the limit (x-ratelimit-* headers would count a 5 s window as a minute).
+    stats, _ = _limited_run(cluster, tmp_path, 60, {"rpm": 100, "window_s": 5.0, "rate_headers": "retry-after"}, ["--rpm", str(limit_rpm)])
     counts, arrivals = stats["counts"], sorted(stats["arrivals"])
     print(f"429s {counts['429']} of {len(arrivals)} requests, over {arrivals[-1] - arrivals[0]:.1f} s")
     assert counts["429"] / len(arrivals) < 0.01, counts
-    # Steady state: from 2 s after the first request to the last request admitted before the run's
-    # tail (the last paths in flight cannot keep the key busy).
-    cut = [t for t in arrivals if arrivals[0] + 2.0 <= t <= arrivals[int(len(arrivals) * 0.85)]]
-    rate = (len(cut) - 1) / (cut[-1] - cut[0]) * 60.0
+    rate = _admitted_per_min(stats, arrivals[0] + 2.0)  # steady state: from 2 s after the first request
     print(f"steady {rate:.0f} requests/min of {limit_rpm}")
-    assert rate >= 0.95 * limit_rpm, f"{rate:.0f} requests/min of {limit_rpm}"
-    assert rate <= limit_rpm * 1.01
-    summary = json.loads((run / SUMMARY_FILE).read_text())
-    assert summary["paths_finished"] == 60
+    assert 0.95 * limit_rpm <= rate <= limit_rpm * 1.01, f"{rate:.0f} requests/min of {limit_rpm}"
+
+
+def test_a_key_limit_learned_from_429s_is_shared_by_two_actors(cluster, tmp_path):
+    """No --rpm, no x-ratelimit-* headers: the server admits 600 requests per rolling 30 s (1,200 a minute)
+    and answers the rest 429 with a Retry-After in whole seconds. The key's limiter measures the rate from
+    both actors' sends (each actor alone would see half of them) and holds both to it. (A whole-second
+    Retry-After after a W-second window measures between W/(W+1) and all of the limit: 30 s keeps that
+    above 96.8%, where 20 s would leave 95% to the slow growth of the estimate.)"""
+    limit_rpm, window_s = 1200, 30.0
+    stats, summary = _limited_run(cluster, tmp_path, 220, {"rpm": 600, "window_s": window_s, "rate_headers": "retry-after"}, [])
+    (key,) = summary["ray"]["keys"].values()
+    arrivals, refused = sorted(stats["arrivals"]), sorted(stats["refused"])
+    # Learning: the first window fills at once, its 429s measure the rate, everyone waits out the window.
+    learned = arrivals[0] + window_s + 2.0
+    after = [t for t in arrivals if t >= learned]
+    late = [t for t in refused if t >= learned]
+    rate = _admitted_per_min(stats, learned)
+    print(f"429s {len(refused)} of {len(arrivals)} requests ({len(refused) - len(late)} while learning), over "
+          f"{arrivals[-1] - arrivals[0]:.1f} s; after learning {len(late)} of {len(after)}, {rate:.0f} requests/min of {limit_rpm}")
+    print(f"the key's limiter learned {key['estimated_rpm']} requests/min")
+    assert key["estimated_rpm"] is not None and not key["learned"], key  # the key measured it, from 429s alone
+    assert len(late) / len(after) < 0.01, (len(late), len(after))
+    assert 0.95 * limit_rpm <= rate <= limit_rpm * 1.01, f"{rate:.0f} requests/min of {limit_rpm}"

@@ -47,7 +47,7 @@ class OpenAIHTTPTeacher:
                  rpm: float | None = None, tpm: float | None = None, tpm_in: float | None = None, tpm_out: float | None = None,
                  max_concurrency: int = 64, price_in: float = 0.0, price_out: float = 0.0, timeout_s: float = 120.0,
                  max_retries: int = 6, max_bad_answer_retries: int = 2, backoff_s: float = 0.5, probe_limits: bool | None = None,
-                 name: str | None = None, regex_outputs: bool = False):
+                 name: str | None = None, regex_outputs: bool = False, send_seed: bool = True):
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
@@ -65,6 +65,7 @@ class OpenAIHTTPTeacher:
         self.max_concurrency = max_concurrency
         # The server is vLLM: a ``{"type": "regex"}`` response_format goes out as its structured_outputs extension.
         self.regex_outputs = regex_outputs
+        self.send_seed = send_seed  # False: a request's seed is not sent (engine.teachers.vllm_server.VLLMServer.client says why)
         self.limiter = Limiter(rpm=rpm, tpm=tpm, tpm_in=tpm_in, tpm_out=tpm_out, max_concurrency=max_concurrency,
                                probe_first=probe_limits is not False)
         self._session: aiohttp.ClientSession | None = None
@@ -98,7 +99,7 @@ class OpenAIHTTPTeacher:
             payload["structured_outputs"] = {"regex": response_format["regex"]}
         elif response_format is not None:
             payload["response_format"] = response_format
-        if seed is not None:
+        if seed is not None and self.send_seed:
             payload["seed"] = seed
         body = orjson.dumps(payload)
         est_in = len(body) // 4  # ~4 bytes per token: a reservation, trued up from the reply's usage

@@ -151,6 +151,17 @@ class VLLMServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
+    def client(self, name: str, **options: Any) -> Any:
+        """An ``OpenAIHTTPTeacher`` for this server (``options``: its keyword options). Our own server has no
+        rate limits to learn (no lone first request), takes regex structured outputs, and on CPU gets no
+        per-request seeds: vLLM 0.32's CPU worker dies with 'CPU Generator does not use offset' when a seeded
+        request's chunked prefill is discarded (sampling at temperature > 0 under concurrency), taking the
+        server down mid-run; on CPU, sampling with a temperature stays random but is not reproducible."""
+        from engine.teachers.openai_http import OpenAIHTTPTeacher
+
+        return OpenAIHTTPTeacher(self.served_model_name, self.base_url, name=name, regex_outputs=True,
+                                 **({"probe_limits": False, "send_seed": self.device != "cpu"} | options))
+
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
                "--served-model-name", self.served_model_name, "--host", self.host, "--port", str(self.port),
@@ -297,12 +308,8 @@ class VLLMServerTeacher:
                 model, served, template = resolve_model(self._model)
                 options = {"served_model_name": served, "chat_template": template, **self._server_options}
                 self.server = VLLMServer(model, **options)
-                base_url = await self.server.start()
-                from engine.teachers.openai_http import OpenAIHTTPTeacher
-
-                # Our own server has no rate limits to learn: no lone first request.
-                client = {"probe_limits": False} | {k: v for k, v in self._client_options.items() if v is not None}
-                self._client = OpenAIHTTPTeacher(self.server.served_model_name, base_url, name=self.name, regex_outputs=True, **client)
+                await self.server.start()
+                self._client = self.server.client(self.name, **{k: v for k, v in self._client_options.items() if v is not None})
         return self.server.base_url
 
     async def chat(self, messages: list[Message], tools: list[FunctionSpec] | None = None, *,
