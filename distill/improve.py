@@ -200,6 +200,15 @@ class Loop:
         summary = run_stage(tcfg, data=data, model=_checkpoint_dir(model), out=folder, resume=resume)
         return {"checkpoint": str(folder / "final"), "steps": summary["steps"], "train_seconds": summary["train_seconds"]}
 
+    def train_mdpo(self, n: int, folder: Path, sft_checkpoint: str) -> dict[str, Any]:
+        """mDPO after SFT; skipped (the SFT checkpoint goes on) when none of the round's pairs is usable."""
+        from train.data import NoExamples
+
+        try:
+            return self.train("mdpo", n, folder / "generate", sft_checkpoint, folder / "train_mdpo")
+        except NoExamples as err:
+            return {"skipped": f"no usable pair ({err.skipped})"}
+
     # -- the loop -----------------------------------------------------------------------------
 
     def needs_current(self, n: int) -> bool:
@@ -263,7 +272,7 @@ class Loop:
             self.ahead[n + 1] = Ahead(f"generate round {n + 1}", lambda: self.prepare(n + 1, probe, None))
         sft = st.run("train_sft", lambda: self.train("sft", n, folder / "generate", current, folder / "train_sft"))
         if self.cfg.mdpo and gen["pairs"]:
-            mdpo = st.run("train_mdpo", lambda: self.train("mdpo", n, folder / "generate", sft["checkpoint"], folder / "train_mdpo"))
+            mdpo = st.run("train_mdpo", lambda: self.train_mdpo(n, folder, sft["checkpoint"]))
         else:
             mdpo = st.run("train_mdpo", lambda: {"skipped": "mdpo off" if not self.cfg.mdpo else "no preference pairs this round"})
         checkpoint = mdpo.get("checkpoint", sft["checkpoint"])

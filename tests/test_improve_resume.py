@@ -275,3 +275,17 @@ def test_a_background_generation_failure_is_raised_where_the_loop_joins_it():
     done: list[int] = []
     Ahead("generate round 2", lambda: done.append(2)).join()
     assert done == [2]
+
+
+def test_a_round_whose_pairs_all_exceed_max_length_skips_mdpo_and_goes_on(tiny, tmp_path):  # noqa: F811
+    """A small model mines few pairs, often all longer than mDPO's max_length: the round keeps its SFT
+    checkpoint, says why mDPO was skipped, and the loop finishes instead of ending on 'no usable pairs'."""
+    config = tmp_path / "improve.toml"
+    # CONFIG's last table is [mdpo_options]: its max_length (the last one) becomes 64 tokens.
+    config.write_text(f'model = "{tiny}"\n' + CONFIG.rsplit("max_length = 4096", 1)[0] + "max_length = 64\nsave_every = 1\n")
+    out = tmp_path / "loop"
+    done = _improve(config, out, None, tmp_path / "unused.py")
+    assert done.returncode == 0, done.stderr[-2000:]
+    round0 = _summary(out)[1]
+    assert round0["pairs"] > 0 and round0["mdpo"].startswith("no usable pair (") and "too_long" in round0["mdpo"]
+    assert round0["checkpoint"] == "round-0/train_sft/final"

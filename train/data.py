@@ -259,11 +259,20 @@ def read_run(run_dir: str | Path, kind: str) -> Iterator[Any]:
     return read_records(folder, kind)
 
 
+class NoExamples(UserInputError):
+    """Nothing to train on: no record of the data survived the filters (length, polarity). `magnet improve`
+    skips a round's mDPO on it (a few pairs, all longer than max_length) instead of ending the loop."""
+
+    def __init__(self, message: str, skipped: str):
+        super().__init__(message)
+        self.skipped = skipped  # what the filters left out, e.g. "0/2 used; skipped: 2 too_long"
+
+
 def require_examples(examples: Sequence, report: SkipReport, what: str, where: str) -> None:
     if not examples:
-        raise UserInputError(
+        raise NoExamples(
             f"no usable {what} in {where} ({report.summary()}); generate data first with `magnet generate` "
-            "or check --data, --max-length and the polarity filter")
+            "or check --data, --max-length and the polarity filter", report.summary())
 
 
 def fingerprint(examples: Iterable[Example | PairExample]) -> str:
