@@ -139,7 +139,7 @@ async def _generate(config: GenerateConfig, args: argparse.Namespace, build: Any
         graph = load_or_build_graph(run_dir, pool.specs())
         distiller = Distiller(pool, teacher, config, student=student, judge=judge, author=author)
         source = StratifiedSource(PathSampler(graph, pool.specs(), path_cfg), config.seed, counts, config.draw_factor,
-                                  store.is_finished)
+                                  store.is_finished, config.stratum_patience)
         source.resume(*_stored_outcomes(run_dir, store.is_finished))
         source.repair(store.incomplete_items)
 

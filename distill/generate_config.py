@@ -38,6 +38,10 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     draw_factor: Annotated[float, doc(
         "at most this many paths drawn per positive wanted, per stratum; a stratum that still falls short is "
         "reported as unfilled with where its paths died")] = 8.0
+    stratum_patience: Annotated[int, doc(
+        "stop drawing a stratum once this many of its paths failed verification while none was stored (the teacher "
+        "cannot do that kind: a small model teaching itself multi-turn); a budget, so a run may resume with another "
+        "value; 0 = draw up to --draw-factor", ge=0)] = 0
     path_options: Annotated[dict[str, Any], doc("extra fields of graph.paths_config.PathConfig (walk length, p_merge, ...)")] = {}
     seed: Annotated[int, doc("seed of path sampling, toolkit state, tool-order shuffling and teacher sampling")] = 0
     concurrency: Annotated[int, doc("paths worked on at once (each is a conversation of many dependent calls)")] = 16
@@ -98,7 +102,8 @@ class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def fingerprint_fields(self) -> dict[str, Any]:
         """What decides the run's content: resuming with other values would mix two datasets."""
         data = msgspec.to_builtins(self)
-        for volatile in ("out", "concurrency", "teacher_options", "price_in", "price_out", "card_tokenizer", *RAY_FIELDS):
+        for volatile in ("out", "concurrency", "teacher_options", "price_in", "price_out", "card_tokenizer", "stratum_patience",
+                         *RAY_FIELDS):
             data.pop(volatile, None)
         for added, default in (("author", ""), ("rollout_grammar", False), ("few_shot", False)):
             if data[added] == default:

@@ -51,7 +51,7 @@ from engine.ray_leases import RAY_FIELDS
 
 CONFIG_FILE = "improve_config.json"
 # Changing these on a resumed loop does not change what finished stages mean.
-RESUMABLE_CHANGES = ("rounds", "out", "concurrency", *RAY_FIELDS)
+RESUMABLE_CHANGES = ("rounds", "out", "concurrency", "stratum_patience", *RAY_FIELDS)
 
 
 # Every option is an ImproveConfig field; a TOML file may hold them flat or under [improve].
@@ -166,6 +166,7 @@ class Loop:
         gcfg = GenerateConfig(out=str(folder), toolkits=toolkits, teacher=teacher, author=cfg.author, judge=cfg.judge,
                               student=me if cfg.negatives == "mined" and me else "", negatives=cfg.negatives,
                               rollout_mode=cfg.rollout_mode, paths=cfg.positives, draw_factor=cfg.draw_factor,
+                              stratum_patience=cfg.stratum_patience,
                               path_options=target["path_options"], seed=cfg.seed + n, concurrency=cfg.concurrency,
                               max_tokens=cfg.max_tokens, student_rollouts=cfg.student_rollouts, card_tokenizer="", **self.placement())
         build = self.served.builder(current) if current is not None and me in (gcfg.teacher, gcfg.student) and not cfg.ray else None

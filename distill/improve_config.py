@@ -48,6 +48,9 @@ class ImproveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "uses; the model as its own teacher needs it) or fc (native tool calls)")] = "prompt"
     positives: Annotated[int, doc("positives to generate per round, spread over strata by the tilted path mixture")] = 48
     draw_factor: Annotated[float, doc("at most this many paths drawn per positive wanted, per stratum")] = 8.0
+    stratum_patience: Annotated[int, doc(
+        "generation stops drawing a stratum after this many verification failures with nothing stored (the model "
+        "teaching itself cannot do that kind yet); may change on resume; 0 = up to draw_factor")] = 0
     student_rollouts: Annotated[int, doc("unhinted rollouts of the current model per episode when mining its mistakes")] = 2
     overlap: Annotated[bool, doc(
         "when a round's generation needs nothing of the model being trained (teacher is not self, negatives are not "
@@ -90,6 +93,8 @@ class ImproveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise UserInputError(f"--kinds: {'unknown kind ' + repr(unknown[0]) if unknown else 'empty'}; choose from {', '.join(STRATA)}")
         if not 0 <= self.tilt_floor <= 1 / len(self.kinds):
             raise UserInputError(f"--tilt-floor must be in [0, {1 / len(self.kinds):.3g}] (1 / strata), got {self.tilt_floor}")
+        if self.stratum_patience < 0:
+            raise UserInputError(f"--stratum-patience must be >= 0, got {self.stratum_patience}")
         if self.draw_factor < 1:
             raise UserInputError(f"--draw-factor must be >= 1, got {self.draw_factor}")
 

@@ -7,7 +7,8 @@ each variant: base, nested, long, miss_func, miss_param) has a target count of s
 positives, and the source keeps drawing paths of a stratum while its stored positives plus
 its in-flight paths times its yield so far fall short of the target, up to ``draw_factor``
 times the target. No barriers: the source is asked for a path whenever a slot frees up, and
-waits only when every unfilled stratum already has enough in flight.
+waits only when every unfilled stratum already has enough in flight. With a patience, a stratum
+whose paths failed verification that many times while none was stored is closed early.
 
 Path j of stratum s is ``PathSampler.path(s, seed, j)`` (its id names s and j), so a resumed
 run walks the same ids, skips those already finished and starts with the counts stored.
@@ -60,6 +61,13 @@ class Stratum(msgspec.Struct, kw_only=True):
     in_flight: int = 0
     died: dict[str, int] = {}  # stage -> paths that ended there without a positive
     next_index: int = 0
+    patience: int = 0  # verification failures with nothing stored that close the stratum; 0 = never
+
+    def hopeless(self) -> bool:
+        """The teacher failed this kind ``patience`` times and never once passed: drawing more only spends
+        calls (a small model as its own teacher on multi-turn paths). Counted from stored records, so a
+        resumed run closes the same strata."""
+        return self.patience > 0 and self.stored == 0 and self.died.get("verify", 0) >= self.patience
 
     @property
     def finished(self) -> int:
@@ -72,22 +80,23 @@ class Stratum(msgspec.Struct, kw_only=True):
 
     def wants_more(self) -> bool:
         expected = self.stored + self.in_flight * self.yield_estimate()
-        return self.drawn < self.max_draws and expected < self.target
+        return self.drawn < self.max_draws and expected < self.target and not self.hopeless()
 
     def row(self) -> dict[str, Any]:
         """The stratum's line in the data card: target, stored, draws and where paths died."""
         return {"target": self.target, "stored": self.stored, "drawn": self.drawn, "max_draws": self.max_draws,
                 "yield": round(self.stored / self.finished, 4) if self.finished else None,
-                "died": dict(self.died), "filled": self.stored >= self.target}
+                "died": dict(self.died), "filled": self.stored >= self.target, "hopeless": self.hopeless()}
 
 
 class StratifiedSource:
     """An async stream of paths that tops up each stratum until its target is stored."""
 
     def __init__(self, sampler: PathSampler, seed: int, counts: dict[str, int], draw_factor: float,
-                 is_finished: Callable[[str], bool]):
+                 is_finished: Callable[[str], bool], patience: int = 0):
         self.sampler, self.seed, self.is_finished = sampler, seed, is_finished
-        self.strata = {s: Stratum(name=s, target=n, max_draws=math.ceil(draw_factor * n)) for s, n in counts.items() if n > 0}
+        self.strata = {s: Stratum(name=s, target=n, max_draws=math.ceil(draw_factor * n), patience=patience)
+                       for s, n in counts.items() if n > 0}
         self._changed = asyncio.Event()
         self._repairs: list[SignaturePath] = []
         self._repaired: set[str] = set()

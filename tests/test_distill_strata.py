@@ -98,6 +98,22 @@ async def test_a_stratum_that_cannot_fill_stops_at_its_draw_cap_and_says_where_p
     assert source.table()["single"]["filled"]
 
 
+async def test_patience_closes_a_stratum_the_teacher_never_passes_and_a_resume_keeps_it_closed(sampler) -> None:
+    source = StratifiedSource(sampler, 0, {"single": 5, "parallel": 4}, draw_factor=20, is_finished=lambda _: False, patience=6)
+    stored = await _drain(source, {"single": 1.0, "parallel": 0.0}, concurrency=4)
+    row = source.table()["parallel"]
+    # Closed at 6 failures (the ones in flight then still finish) instead of drawing 80 paths.
+    assert stored["parallel"] == 0 and row["hopeless"] and 6 <= row["drawn"] <= 6 + 4 and row["died"]["verify"] == row["drawn"]
+    assert source.table()["single"]["filled"] and not source.table()["single"]["hopeless"]
+    # A stratum that passed once is never closed, however many failures follow; resumed counts close the same strata.
+    rare = StratifiedSource(sampler, 0, {"parallel": 2}, draw_factor=20, is_finished=lambda _: False, patience=6)
+    rare.resume([], ["parallel-0-0"], [(f"parallel-0-{j}", "verify") for j in range(1, 10)])
+    assert not rare.strata["parallel"].hopeless()
+    again = StratifiedSource(sampler, 0, {"parallel": 4}, draw_factor=20, is_finished=lambda _: False, patience=6)
+    again.resume([], [], [(f"parallel-0-{j}", "verify") for j in range(6)])
+    assert [p async for p in again] == []
+
+
 async def test_resume_skips_finished_ids_and_counts_them(sampler) -> None:
     first = StratifiedSource(sampler, 0, {"single": 6}, draw_factor=4, is_finished=lambda _: False)
     await _drain(first, {"single": 0.5}, concurrency=2, seed=1)

@@ -177,6 +177,7 @@ def test_resume_with_other_settings_is_refused_in_one_line(tiny, tmp_path):  # n
     out.mkdir()
     check_resume(out, load_config(["--model", str(tiny), "--out", str(out), "--positives", "6"]))
     check_resume(out, load_config(["--model", str(tiny), "--out", str(out), "--positives", "6", "--rounds", "5"]))
+    check_resume(out, load_config(["--model", str(tiny), "--out", str(out), "--positives", "6", "--stratum-patience", "12"]))
     with pytest.raises(UserInputError, match=r"other settings \(positives\)"):
         check_resume(out, load_config(["--model", str(tiny), "--out", str(out), "--positives", "7"]))
 
