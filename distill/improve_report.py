@@ -87,12 +87,15 @@ def plot(rounds: list[dict[str, Any]], png: Path) -> None:
     labels = [str(r["round"]) for r in rounds]
     cats = list(dict.fromkeys(c for r in rounds for c in r.get("categories", {})))
     fig, ax = plt.subplots(figsize=(7, 4))
-    for c in cats:
-        pts = [(i, r["categories"][c]) for i, r in enumerate(rounds) if c in r.get("categories", {})]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", lw=2.5 if c == "overall" else 1, label=c)
+    # Held-out strata solid with circles, BFCL categories dashed with squares: each family cycles its own colours.
+    held_out, bfcl = [c for c in cats if not c.startswith("bfcl:")], [c for c in cats if c.startswith("bfcl:")]
+    for family, style in ((held_out, {"marker": "o", "ls": "-"}), (bfcl, {"marker": "s", "ls": "--"})):
+        for k, c in enumerate(family):
+            pts = [(i, r["categories"][c]) for i, r in enumerate(rounds) if c in r.get("categories", {})]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=f"C{k % 10}", lw=2.5 if c == "overall" else 1, label=c, **style)
     ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel("round")
-    ax.set_ylabel("held-out accuracy")
+    ax.set_ylabel("accuracy (held-out paths; BFCL dashed)")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     if cats:
