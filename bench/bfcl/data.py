@@ -217,10 +217,10 @@ def load_dataset(
     stray = sorted(set(category_limits or {}) - set(chosen))
     if stray:
         raise UserInputError(f"--category-limit names {', '.join(stray)}, not among the categories asked ({', '.join(chosen)})")
+    for flag, n in [("--limit", limit), *((f"--category-limit {c}=", n) for c, n in (category_limits or {}).items())]:
+        if n is not None and n < 1:
+            raise UserInputError(f"{flag}{'' if flag.endswith('=') else ' '}{n} must be at least 1")
     limits = {category: limit for category in chosen} | dict(category_limits or {})
-    for category, n in limits.items():
-        if n is not None and (not isinstance(n, int) or n < 1):
-            raise UserInputError(f"the limit of {category} is {n!r}; give a whole number of entries, at least 1")
     entries: list[dict[str, Any]] = []
     ground_truth: dict[str, Any] = {}
     for category in chosen:
